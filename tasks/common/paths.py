@@ -1,0 +1,82 @@
+"""Where each stage reads and writes, relative to the workspace root (the DVC repo).
+
+dvc.yaml names the same paths; tests point `Paths(root=tmp_path)` at a temp workspace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DOMAINS = ("source", "target")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path = Path(".")
+
+    # ingest
+    @property
+    def prepared(self) -> Path:
+        return self.root / "data" / "prepared"
+
+    def split_file(self, domain: str, split: str) -> Path:
+        return self.prepared / domain / f"{split}.jsonl"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.prepared / "quarantine.jsonl"
+
+    @property
+    def data_report(self) -> Path:
+        return self.root / "reports" / "data.json"
+
+    # tokenize
+    @property
+    def tokenized(self) -> Path:
+        return self.root / "data" / "tokenized"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.tokenized / "tokenizer"
+
+    def tokenized_domain(self, domain: str) -> Path:
+        return self.tokenized / domain
+
+    @property
+    def tokenize_report(self) -> Path:
+        return self.root / "reports" / "tokenize.json"
+
+    # models
+    @property
+    def source_model(self) -> Path:
+        return self.root / "models" / "source"
+
+    @property
+    def target_model(self) -> Path:
+        return self.root / "models" / "target"
+
+    @property
+    def baselines(self) -> Path:
+        return self.root / "models" / "baselines"
+
+    @property
+    def onnx(self) -> Path:
+        return self.root / "models" / "onnx"
+
+    def checkpoints(self, stage: str) -> Path:
+        # Not a DVC output: DVC deletes outputs before a run, which would defeat resume.
+        return self.root / "checkpoints" / stage
+
+    def live_dir(self, stage: str) -> Path:
+        return self.root / "dvclive" / stage
+
+    # evaluate
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"

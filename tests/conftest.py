@@ -1,0 +1,45 @@
+"""Shared fixtures: real data from ../shared/data (a clear failure when it is missing), offline
+hubs, a workspace-local Prefect home."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
+SENTIMENT = SHARED_DATA / "sentiment-domains"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+os.environ.setdefault("PREFECT_HOME", str(REPO / ".prefect"))
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(
+            f"real test data missing: {path} (tests read ../shared/data beside the repo; "
+            "set SHARED_DATA to its location)",
+            pytrace=False,
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def sentiment_dir() -> Path:
+    return _require(SENTIMENT)
+
+
+@pytest.fixture(scope="session")
+def movie_file(sentiment_dir: Path) -> Path:
+    return _require(sentiment_dir / "movieReviewSnippets_GroundTruth.txt")
+
+
+@pytest.fixture(scope="session")
+def amazon_file(sentiment_dir: Path) -> Path:
+    return _require(sentiment_dir / "amazonReviewSnippets_GroundTruth.txt")
