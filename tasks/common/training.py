@@ -1,0 +1,161 @@
+"""One way to train with the HF Trainer: device choice, checkpoint/resume, early stopping,
+dynamic padding with length grouping, DVCLive logs. Used by pretrain, finetune and evaluate
+(the target-only baseline)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from datasets import Dataset
+from transformers import (
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from tasks.common.metrics import trainer_metrics
+from tasks.params import TrainParams
+
+FINGERPRINT_FILE = "run_fingerprint.json"
+
+
+def pick_device(preference: str) -> torch.device:
+    if preference == "cuda" and not torch.cuda.is_available():
+        from tasks.common.errors import PipelineError
+
+        raise PipelineError("device: 'cuda' requested but no CUDA device is available (use auto or cpu)")
+    if preference in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+@dataclass
+class TrainJob:
+    """Everything one training run needs besides the model."""
+
+    params: TrainParams
+    train: Dataset
+    val: Optional[Dataset]
+    tokenizer: PreTrainedTokenizerBase
+    checkpoint_dir: Path  # survives a killed run; removed after success
+    live_dir: Optional[Path]  # DVCLive metrics/plots
+    seed: int
+    device: str = "auto"
+    metric: str = "f1_macro"  # what early stopping and best-model selection watch
+    greater_is_better: bool = True
+    collator: Any = None
+    compute_metrics: Optional[Callable] = trainer_metrics
+    optimizer: Optional[torch.optim.Optimizer] = None
+    fingerprint: Optional[dict] = None  # what makes a checkpoint resumable (params, data)
+
+
+def training_arguments(job: TrainJob) -> TrainingArguments:
+    p = job.params
+    on_cuda = pick_device(job.device).type == "cuda"
+    evaluate = job.val is not None
+    return TrainingArguments(
+        output_dir=str(job.checkpoint_dir),
+        learning_rate=p.learning_rate,
+        per_device_train_batch_size=p.batch_size,
+        per_device_eval_batch_size=max(p.batch_size, 64),
+        num_train_epochs=p.epochs,
+        max_steps=p.max_steps,
+        warmup_steps=p.warmup_ratio,  # a float < 1 is read as a ratio of the total steps
+        weight_decay=p.weight_decay,
+        eval_strategy="steps" if evaluate else "no",
+        eval_steps=p.eval_steps,
+        save_strategy="steps",
+        save_steps=p.eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=evaluate,
+        metric_for_best_model=job.metric if evaluate else None,
+        greater_is_better=job.greater_is_better,
+        logging_steps=max(1, min(p.eval_steps, 10)),
+        seed=job.seed,
+        data_seed=job.seed,
+        use_cpu=not on_cuda,
+        bf16=on_cuda and torch.cuda.is_bf16_supported(),
+        train_sampling_strategy="group_by_length",
+        report_to="none",
+        dataloader_num_workers=0,
+        save_only_model=False,
+    )
+
+
+class LiveCallback(TrainerCallback):
+    """Send the Trainer's logs to DVCLive (dvcyaml=False: dvc.yaml stays hand-written)."""
+
+    def __init__(self, live_dir: Path):
+        from dvclive import Live
+
+        self.live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key, value in (logs or {}).items():
+            if isinstance(value, (int, float)) and key not in ("epoch", "total_flos"):
+                self.live.log_metric(key.replace("eval_", "val/").replace("train_", "train/"), value)
+        self.live.step = state.global_step
+        self.live.next_step()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.live.end()
+
+
+def resumable_checkpoint(job: TrainJob) -> Optional[str]:
+    """The latest checkpoint of an interrupted run with the same fingerprint; anything else
+    (a finished or a different run) is wiped so it cannot leak into this one."""
+    directory = job.checkpoint_dir
+    marker = directory / FINGERPRINT_FILE
+    wanted = json.dumps(job.fingerprint or {}, sort_keys=True, default=str)
+    if directory.exists() and (not marker.exists() or marker.read_text() != wanted):
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    marker.write_text(wanted)
+    return get_last_checkpoint(str(directory))
+
+
+def train(model: PreTrainedModel, job: TrainJob) -> Trainer:
+    callbacks: list[TrainerCallback] = []
+    if job.val is not None and job.params.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=job.params.early_stopping_patience))
+    if job.live_dir is not None:
+        callbacks.append(LiveCallback(job.live_dir))
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(job),
+        train_dataset=job.train,
+        eval_dataset=job.val,
+        processing_class=job.tokenizer,
+        data_collator=job.collator or DataCollatorWithPadding(job.tokenizer),
+        compute_metrics=job.compute_metrics if job.val is not None else None,
+        callbacks=callbacks,
+        optimizers=(job.optimizer, None),
+    )
+    trainer.train(resume_from_checkpoint=resumable_checkpoint(job))
+    return trainer
+
+
+def finish(job: TrainJob) -> None:
+    """A finished run's checkpoints are no longer needed (and must not be resumed)."""
+    shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
+
+
+def fingerprint_of(*parts: Any) -> dict:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return {"sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def history(trainer: Trainer) -> list[dict]:
+    """The Trainer's log history (losses, eval figures by step), for learning-curve plots."""
+    return [dict(entry) for entry in trainer.state.log_history]

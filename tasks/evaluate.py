@@ -1,0 +1,146 @@
+"""Score the fine-tuned model on the frozen target test split against baselines on the same
+split: target_only (same init, no source stage, its own lr and steps), zero_shot (the source
+model as it is, when its labels agree) and vader (rule-based sentiment). Writes
+metrics/classification.json, metrics/transfer.json and the DVC plots."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tasks.common.errors import HandoffError, user_errors
+from tasks.common.io import read_json, read_jsonl, write_json_atomic
+from tasks.common.metrics import classification_metrics, confusion_counts, confusion_rows
+from tasks.common.models import (
+    check_handoff,
+    has_classifier_head,
+    load_classifier,
+    model_labels,
+    new_classifier,
+    predict,
+    save_model,
+)
+from tasks.common.paths import Paths
+from tasks.common.training import pick_device
+from tasks.finetune import train_classifier
+from tasks.pretrain import load_tokenized
+from tasks.params import Params, load_params
+
+
+def test_rows(paths: Paths) -> list[dict]:
+    file = paths.split_file("target", "test")
+    if not file.exists():
+        raise HandoffError(f"{file} not found: run the ingest stage first")
+    return read_jsonl(file)
+
+
+def model_predictions(model_dir_or_model, tokenizer, texts: list[str], p: Params) -> np.ndarray:
+    model = model_dir_or_model
+    if not hasattr(model, "config"):
+        model = load_classifier(model_dir_or_model, p.task.labels)
+    logits = predict(model, tokenizer, texts, p.evaluate.batch_size, p.tokenize.max_length, pick_device(p.device))
+    return logits.argmax(axis=-1)
+
+
+def vader_predictions(texts: list[str]) -> np.ndarray:
+    """VADER's compound score >= 0 -> the second (positive) class: the rule the data's authors use."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    analyzer = SentimentIntensityAnalyzer()
+    return np.array([1 if analyzer.polarity_scores(text)["compound"] >= 0 else 0 for text in texts])
+
+
+def target_only_baseline(p: Params, paths: Paths, tokenizer) -> tuple:
+    """The fair baseline: init model with a fresh head on the same target budget, its own params."""
+    splits, _ = load_tokenized(paths, "target")
+    model = new_classifier(p.model.init, p.task.labels, p.model.scratch, tokenizer)
+    model, result = train_classifier(
+        model, splits, tokenizer, p.evaluate.target_only, p, paths, "target_only", p.finetune.target_budget
+    )
+    save_model(model, tokenizer, paths.baselines / "target_only", {"train.json": result})
+    return model, result
+
+
+def zero_shot_applicable(paths: Paths, labels: list[str]) -> str | None:
+    """Why the source model cannot be scored as it is on the target, or None when it can."""
+    if not has_classifier_head(paths.source_model):
+        return "source model has no classifier head (pretrain.mode mlm)"
+    if model_labels(paths.source_model) != labels:
+        return "source labels differ from task.labels"
+    return None
+
+
+def baseline_predictions(p: Params, paths: Paths, tokenizer, texts: list[str]) -> tuple[dict, dict]:
+    predictions, notes = {}, {}
+    labels = list(p.task.labels)
+    for name in p.evaluate.baselines:
+        if name == "target_only":
+            model, result = target_only_baseline(p, paths, tokenizer)
+            predictions[name] = model_predictions(model, tokenizer, texts, p)
+            notes[name] = {"train_rows": result["train_rows"], "params": p.evaluate.target_only.model_dump()}
+        elif name == "zero_shot":
+            reason = zero_shot_applicable(paths, labels)
+            if reason:
+                notes[name] = {"skipped": reason}
+                continue
+            predictions[name] = model_predictions(paths.source_model, tokenizer, texts, p)
+        elif name == "vader":
+            if len(labels) != 2:
+                notes[name] = {"skipped": "vader needs exactly two classes (negative, positive)"}
+                continue
+            predictions[name] = vader_predictions(texts)
+    return predictions, notes
+
+
+def learning_curve(paths: Paths) -> list[dict]:
+    """Loss and validation F1 by step of the fine-tuning run, one row per logged value."""
+    log = read_json(paths.target_model / "finetune.json")
+    rows = []
+    for entry in log.get("history", []):
+        for key in ("loss", "eval_loss", "eval_f1_macro"):
+            if key in entry:
+                rows.append({"step": entry["step"], "metric": key, "value": entry[key]})
+    return rows
+
+
+def transfer_summary(scores: dict, p: Params, notes: dict) -> dict:
+    transfer = scores["transfer"]["f1_macro"]
+    return {
+        "metric": "f1_macro",
+        "transfer": transfer,
+        "baselines": {name: s["f1_macro"] for name, s in scores.items() if name != "transfer"},
+        "gain_over": {name: transfer - s["f1_macro"] for name, s in scores.items() if name != "transfer"},
+        "target_budget": p.finetune.target_budget,
+        "strategy": p.finetune.strategy,
+        "pretrain_mode": p.pretrain.mode,
+        "notes": notes,
+    }
+
+
+def run(p: Params, paths: Paths) -> dict:
+    _, tokenizer = load_tokenized(paths, "target")
+    check_handoff(paths.target_model, tokenizer, p.task.labels)
+    rows = test_rows(paths)
+    texts = [row["text"] for row in rows]
+    label_ids = {name: i for i, name in enumerate(p.task.labels)}
+    truth = np.array([label_ids[row["label"]] for row in rows])
+    paths.baselines.mkdir(parents=True, exist_ok=True)  # a DVC output even with no trained baseline
+    predictions = {"transfer": model_predictions(paths.target_model, tokenizer, texts, p)}
+    baselines, notes = baseline_predictions(p, paths, tokenizer, texts)
+    predictions.update(baselines)
+    scores = {name: classification_metrics(truth, pred, p.task.labels) for name, pred in predictions.items()}
+    scores["transfer"]["confusion_matrix"] = confusion_counts(truth, predictions["transfer"], p.task.labels)
+    summary = transfer_summary(scores, p, notes)
+    write_json_atomic(paths.metrics / "classification.json", scores)
+    write_json_atomic(paths.metrics / "transfer.json", summary)
+    write_json_atomic(paths.plots / "confusion.json", confusion_rows(truth, predictions["transfer"], p.task.labels))
+    write_json_atomic(paths.plots / "learning_curve.json", learning_curve(paths))
+    return summary
+
+
+def main() -> None:
+    with user_errors("evaluate"):
+        run(load_params(), Paths())
+
+
+if __name__ == "__main__":
+    main()

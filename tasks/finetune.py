@@ -1,0 +1,141 @@
+"""Fine-tune the source model on the target split. Strategies: full, freeze_bottom (embeddings
++ bottom N layers frozen), head_only, features (frozen encoder features -> scikit-learn
+logistic regression, written back as the classifier head so the model exports like any other)
+and llrd (layer-wise learning-rate decay)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from datasets import Dataset
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from transformers import DataCollatorWithPadding, PreTrainedModel
+
+from tasks.common.errors import PipelineError, user_errors
+from tasks.common.models import check_handoff, load_classifier, save_model
+from tasks.common.paths import Paths
+from tasks.common.training import TrainJob, finish, fingerprint_of, history, train
+from tasks.params import FinetuneParams, Params, TrainParams, load_params
+from tasks.pretrain import load_tokenized
+
+
+def budget_subset(train_split: Dataset, budget: int | None, seed: int) -> Dataset:
+    """`budget` labelled target examples, stratified by label and seeded (for learning curves)."""
+    if budget is None or budget >= len(train_split):
+        return train_split
+    labels = train_split["labels"]
+    keep, _ = train_test_split(np.arange(len(labels)), train_size=budget, stratify=labels, random_state=seed)
+    return train_split.select(sorted(keep))
+
+
+def encoder_of(model: PreTrainedModel) -> torch.nn.Module:
+    return getattr(model, model.base_model_prefix)
+
+
+def encoder_layers(model: PreTrainedModel) -> list[torch.nn.Module]:
+    return list(encoder_of(model).encoder.layer)
+
+
+def freeze(model: PreTrainedModel, strategy: str, freeze_layers: int) -> None:
+    if strategy in ("head_only", "features"):
+        encoder_of(model).requires_grad_(False)
+    elif strategy == "freeze_bottom":
+        layers = encoder_layers(model)
+        if freeze_layers > len(layers):
+            raise PipelineError(f"finetune.freeze_layers: {freeze_layers} exceeds the model's {len(layers)} layers")
+        encoder_of(model).embeddings.requires_grad_(False)
+        for layer in layers[:freeze_layers]:
+            layer.requires_grad_(False)
+
+
+def llrd_optimizer(model: PreTrainedModel, p: FinetuneParams) -> torch.optim.Optimizer:
+    """Top layer and head at the full rate, each layer below at `llrd_decay` times the one above."""
+    layers = encoder_layers(model)
+    depth = len(layers)
+    groups = [{"params": list(encoder_of(model).embeddings.parameters()), "lr": p.learning_rate * p.llrd_decay ** (depth + 1)}]
+    for index, layer in enumerate(layers):
+        groups.append({"params": list(layer.parameters()), "lr": p.learning_rate * p.llrd_decay ** (depth - index)})
+    grouped = {id(param) for group in groups for param in group["params"]}
+    groups.append({"params": [q for q in model.parameters() if id(q) not in grouped], "lr": p.learning_rate})
+    return torch.optim.AdamW(groups, lr=p.learning_rate, weight_decay=p.weight_decay)
+
+
+@torch.no_grad()
+def pooled_features(model: PreTrainedModel, dataset: Dataset, collator, batch_size: int) -> np.ndarray:
+    """The vector the classification head reads (BERT: the pooler output of [CLS])."""
+    model.eval()
+    encoder = encoder_of(model)
+    features = []
+    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names]
+    rows = dataset.select_columns(columns)
+    for start in range(0, len(rows), batch_size):
+        batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+        output = encoder(**batch)
+        pooled = output.pooler_output if output.pooler_output is not None else output.last_hidden_state[:, 0]
+        features.append(pooled.float().numpy())
+    return np.concatenate(features)
+
+
+def fit_features_head(model: PreTrainedModel, train_split: Dataset, tokenizer, seed: int) -> dict:
+    """Logistic regression on frozen features, copied into the classifier layer."""
+    collator = DataCollatorWithPadding(tokenizer)
+    features = pooled_features(model, train_split, collator, batch_size=64)
+    labels = np.asarray(train_split["labels"])
+    regression = LogisticRegression(max_iter=2000, random_state=seed).fit(features, labels)
+    weight, bias = regression.coef_, regression.intercept_
+    if weight.shape[0] == 1:  # binary: sigmoid(w.x + b) == softmax([-w/2, w/2] . x + [-b/2, b/2])
+        weight, bias = np.vstack([-weight / 2, weight / 2]), np.array([-bias[0] / 2, bias[0] / 2])
+    classifier = model.classifier
+    with torch.no_grad():
+        classifier.weight.copy_(torch.as_tensor(weight, dtype=classifier.weight.dtype))
+        classifier.bias.copy_(torch.as_tensor(bias, dtype=classifier.bias.dtype))
+    return {"train_accuracy": float(regression.score(features, labels))}
+
+
+def train_classifier(
+    model: PreTrainedModel, splits, tokenizer, tp: TrainParams, p: Params, paths: Paths, name: str, budget: int | None
+):
+    """Train `model` on a `budget`-sized target train subset; shared with the target-only baseline."""
+    job = TrainJob(
+        params=tp,
+        train=budget_subset(splits["train"], budget, p.seed),
+        val=splits["val"],
+        tokenizer=tokenizer,
+        checkpoint_dir=paths.checkpoints(name),
+        live_dir=paths.live_dir(name),
+        seed=p.seed,
+        device=p.device,
+        optimizer=llrd_optimizer(model, tp) if getattr(tp, "strategy", None) == "llrd" else None,
+        fingerprint=fingerprint_of(name, tp, p.seed, p.model, budget, len(splits["train"])),
+    )
+    trainer = train(model, job)
+    result = {"train_rows": len(job.train), "val": trainer.evaluate(), "history": history(trainer)}
+    finish(job)
+    return trainer.model, result
+
+
+def run(p: Params, paths: Paths) -> dict:
+    splits, tokenizer = load_tokenized(paths, "target")
+    check_handoff(paths.source_model, tokenizer, p.task.labels)
+    model = load_classifier(paths.source_model, p.task.labels)
+    ft = p.finetune
+    freeze(model, ft.strategy, ft.freeze_layers)
+    if ft.strategy == "features":
+        train_rows = budget_subset(splits["train"], ft.target_budget, p.seed)
+        result = {"train_rows": len(train_rows), "features": fit_features_head(model, train_rows, tokenizer, p.seed)}
+    else:
+        model, result = train_classifier(model, splits, tokenizer, ft, p, paths, "finetune", ft.target_budget)
+    result.update(strategy=ft.strategy, target_budget=ft.target_budget,
+                  trainable_parameters=sum(q.numel() for q in model.parameters() if q.requires_grad))
+    save_model(model, tokenizer, paths.target_model, {"finetune.json": result})
+    return result
+
+
+def main() -> None:
+    with user_errors("finetune"):
+        run(load_params(), Paths())
+
+
+if __name__ == "__main__":
+    main()

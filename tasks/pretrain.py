@@ -1,0 +1,116 @@
+"""Pretrain on the source domain: masked-LM (domain adaptation), a supervised classifier on
+the labelled source, or the first then the second. Writes models/source/."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from datasets import DatasetDict, load_from_disk
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    DataCollatorForLanguageModeling,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from tasks.common.errors import HandoffError, user_errors
+from tasks.common.models import SCRATCH, load_classifier, new_classifier, resolve_init, save_model
+from tasks.common.paths import Paths
+from tasks.common.training import TrainJob, finish, fingerprint_of, history, train
+from tasks.params import Params, load_params
+
+MODEL_INPUTS = ["input_ids", "attention_mask", "token_type_ids", "labels", "length"]
+
+
+def load_tokenized(paths: Paths, domain: str) -> tuple[DatasetDict, PreTrainedTokenizerBase]:
+    if not paths.tokenizer.exists() or not paths.tokenized_domain(domain).exists():
+        raise HandoffError(f"{paths.tokenized} not found: run the tokenize stage first")
+    tokenizer = AutoTokenizer.from_pretrained(str(paths.tokenizer))
+    splits = load_from_disk(str(paths.tokenized_domain(domain)))
+    keep = [c for c in splits["train"].column_names if c in MODEL_INPUTS]
+    return splits.select_columns(keep), tokenizer
+
+
+def new_mlm_model(p: Params, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    if p.model.init == SCRATCH:
+        template = new_classifier(SCRATCH, p.task.labels, p.model.scratch, tokenizer).config
+        return BertForMaskedLM(BertConfig(**{k: v for k, v in template.to_dict().items() if k != "architectures"}))
+    return AutoModelForMaskedLM.from_pretrained(resolve_init(p.model.init))
+
+
+def mlm_job(p: Params, paths: Paths, splits: DatasetDict, tokenizer, max_steps: int) -> TrainJob:
+    text_only = splits.remove_columns("labels")
+    params = p.pretrain.model_copy(update={"max_steps": max_steps})
+    return TrainJob(
+        params=params,
+        train=text_only["train"],
+        val=text_only["val"],
+        tokenizer=tokenizer,
+        checkpoint_dir=paths.checkpoints("pretrain-mlm"),
+        live_dir=paths.live_dir("pretrain"),
+        seed=p.seed,
+        device=p.device,
+        metric="loss",
+        greater_is_better=False,
+        compute_metrics=None,
+        collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=p.pretrain.mlm_probability, seed=p.seed),
+        fingerprint=fingerprint_of(p.model, p.pretrain, p.seed, max_steps, len(splits["train"])),
+    )
+
+
+def supervised_job(p: Params, paths: Paths, splits: DatasetDict, tokenizer) -> TrainJob:
+    return TrainJob(
+        params=p.pretrain,
+        train=splits["train"],
+        val=splits["val"],
+        tokenizer=tokenizer,
+        checkpoint_dir=paths.checkpoints("pretrain"),
+        live_dir=paths.live_dir("pretrain"),
+        seed=p.seed,
+        device=p.device,
+        fingerprint=fingerprint_of(p.model, p.pretrain, p.seed, len(splits["train"])),
+    )
+
+
+def run_mlm(p: Params, paths: Paths, splits: DatasetDict, tokenizer, max_steps: int) -> PreTrainedModel:
+    job = mlm_job(p, paths, splits, tokenizer, max_steps)
+    trainer = train(new_mlm_model(p, tokenizer), job)
+    finish(job)
+    return trainer.model
+
+
+def run(p: Params, paths: Paths) -> dict:
+    splits, tokenizer = load_tokenized(paths, "source")
+    mode = p.pretrain.mode
+    log: dict = {"mode": mode, "init": p.model.init, "source_train_rows": len(splits["train"])}
+    if mode == "mlm":
+        model = run_mlm(p, paths, splits, tokenizer, p.pretrain.max_steps)
+        save_model(model, tokenizer, paths.source_model, {"pretrain.json": log})
+        return log
+    if mode == "mlm+supervised":
+        adapted = run_mlm(p, paths, splits, tokenizer, p.pretrain.mlm_max_steps)
+        with tempfile.TemporaryDirectory() as tmp:
+            adapted.save_pretrained(tmp)
+            model = load_classifier(tmp, p.task.labels)
+    else:
+        model = new_classifier(p.model.init, p.task.labels, p.model.scratch, tokenizer)
+    job = supervised_job(p, paths, splits, tokenizer)
+    trainer = train(model, job)
+    log["val"] = trainer.evaluate()
+    log["history"] = history(trainer)
+    save_model(trainer.model, tokenizer, paths.source_model, {"pretrain.json": log})
+    finish(job)
+    return log
+
+
+def main() -> None:
+    with user_errors("pretrain"):
+        run(load_params(), Paths())
+
+
+if __name__ == "__main__":
+    main()

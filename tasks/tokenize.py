@@ -1,0 +1,121 @@
+"""Tokenize the prepared splits: the init model's fast tokenizer, or a WordPiece tokenizer
+trained on the source text when `model.init: scratch`. No padding here (batches are padded
+when they are built); the output is Arrow (datasets.save_to_disk) plus the tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from datasets import Dataset, DatasetDict
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from tasks.common.errors import HandoffError, user_errors
+from tasks.common.io import atomic_dir, read_jsonl, write_json_atomic
+from tasks.common.models import SCRATCH, load_init_tokenizer
+from tasks.common.paths import DOMAINS, SPLITS, Paths
+from tasks.params import Params, load_params
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def train_wordpiece(texts: list[str], vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
+    """A BERT-style uncased WordPiece tokenizer learned from `texts` (the source domain)."""
+    core = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    core.normalizer = normalizers.BertNormalizer(lowercase=True)
+    core.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    core.decoder = decoders.WordPiece()
+    core.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS))
+    cls, sep = core.token_to_id("[CLS]"), core.token_to_id("[SEP]")
+    core.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_length,
+    )
+
+
+def load_prepared(paths: Paths) -> dict[str, dict[str, list[dict]]]:
+    prepared = {}
+    for domain in DOMAINS:
+        prepared[domain] = {}
+        for split in SPLITS:
+            file = paths.split_file(domain, split)
+            if not file.exists():
+                raise HandoffError(f"{file} not found: run the ingest stage first")
+            prepared[domain][split] = read_jsonl(file)
+    return prepared
+
+
+def build_tokenizer(p: Params, source_train: list[dict]) -> PreTrainedTokenizerBase:
+    if p.model.init == SCRATCH:
+        texts = [row["text"] for row in source_train]
+        return train_wordpiece(texts, p.model.scratch.vocab_size, p.tokenize.max_length)
+    tokenizer = load_init_tokenizer(p.model.init)
+    tokenizer.model_max_length = min(tokenizer.model_max_length, p.tokenize.max_length)
+    return tokenizer
+
+
+def encode_split(rows: list[dict], tokenizer: PreTrainedTokenizerBase, p: Params) -> Dataset:
+    label_ids = {name: i for i, name in enumerate(p.task.labels)}
+    table = Dataset.from_dict(
+        {
+            "id": [str(row["id"]) for row in rows],
+            "text": [row["text"] for row in rows],
+            "labels": [label_ids[row["label"]] for row in rows],
+        }
+    )
+
+    def encode(batch: dict) -> dict:
+        encoded = tokenizer(batch["text"], truncation=True, max_length=p.tokenize.max_length)
+        # Lengths before truncation, for the report; `length` also drives length-grouped batches.
+        full = tokenizer(batch["text"], truncation=False)["input_ids"]
+        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+        encoded["untruncated_length"] = [len(ids) for ids in full]
+        return encoded
+
+    return table.map(encode, batched=True, batch_size=p.tokenize.batch_size, desc="tokenize")
+
+
+def length_stats(dataset: Dataset, max_length: int) -> dict:
+    lengths = np.asarray(dataset["untruncated_length"])
+    if lengths.size == 0:
+        return {"rows": 0}
+    return {
+        "rows": int(lengths.size),
+        "mean": round(float(lengths.mean()), 2),
+        "p50": int(np.percentile(lengths, 50)),
+        "p95": int(np.percentile(lengths, 95)),
+        "max": int(lengths.max()),
+        "truncated": int((lengths > max_length).sum()),
+    }
+
+
+def run(p: Params, paths: Paths) -> dict:
+    prepared = load_prepared(paths)
+    tokenizer = build_tokenizer(p, prepared["source"]["train"])
+    report: dict = {"tokenizer": p.model.init, "vocab_size": len(tokenizer), "max_length": p.tokenize.max_length}
+    with atomic_dir(paths.tokenized) as tmp:
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        for domain in DOMAINS:
+            splits = DatasetDict({s: encode_split(prepared[domain][s], tokenizer, p) for s in SPLITS})
+            report[domain] = {s: length_stats(splits[s], p.tokenize.max_length) for s in SPLITS}
+            splits.remove_columns("untruncated_length").save_to_disk(str(tmp / domain))
+    write_json_atomic(paths.tokenize_report, report)
+    return report
+
+
+def main() -> None:
+    with user_errors("tokenize"):
+        run(load_params(), Paths())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""tokenize, pretrain, finetune and evaluate on 200-row real subsets with a 2-layer scratch model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from datasets import load_from_disk
+from transformers import AutoConfig, AutoModelForSequenceClassification, Trainer
+
+from tasks import evaluate, finetune, pretrain
+from tasks.common.errors import HandoffError, PipelineError
+from tasks.common.io import read_json, read_jsonl
+from tasks.tokenize import train_wordpiece
+
+
+def snapshot(model, prefix: str) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items() if k.startswith(prefix)}
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def load_target(paths):
+    return AutoModelForSequenceClassification.from_pretrained(str(paths.target_model))
+
+
+def load_source(paths):
+    return AutoModelForSequenceClassification.from_pretrained(str(paths.source_model))
+
+
+# ---------------------------------------------------------------- tokenize
+
+
+def test_tokenize_keeps_examples_unpadded_and_reports_lengths(tokenized_workspace):
+    train = load_from_disk(str(tokenized_workspace / "data/tokenized/target"))["train"]
+    lengths = {len(ids) for ids in train["input_ids"]}
+    assert len(lengths) > 5, "examples must not be padded to one length (dynamic padding)"
+    assert train["length"] == [len(ids) for ids in train["input_ids"]]
+    prepared = read_jsonl(tokenized_workspace / "data/prepared/target/train.jsonl")
+    assert len(train) == len(prepared)
+    assert train["labels"] == [["negative", "positive"].index(row["label"]) for row in prepared]
+    report = read_json(tokenized_workspace / "reports/tokenize.json")
+    assert report["target"]["train"]["rows"] == len(train)
+    assert report["target"]["train"]["max"] >= report["target"]["train"]["p50"] > 0
+    assert report["vocab_size"] <= 1000
+
+
+def test_scratch_wordpiece_is_learned_from_the_texts():
+    tokenizer = train_wordpiece(["the film was wonderful"] * 20 + ["a dull boring film"] * 20, 200, 32)
+    ids = tokenizer("wonderful film")["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(ids) == ["[CLS]", "wonderful", "film", "[SEP]"]
+
+
+# ---------------------------------------------------------------- pretrain
+
+
+def test_supervised_pretrain_writes_a_labelled_classifier_and_live_logs(pretrained_workspace):
+    config = AutoConfig.from_pretrained(str(pretrained_workspace / "models/source"))
+    assert config.id2label == {0: "negative", 1: "positive"}
+    assert config.num_hidden_layers == 2
+    log = read_json(pretrained_workspace / "models/source/pretrain.json")
+    assert log["mode"] == "supervised" and 0.0 <= log["val"]["eval_f1_macro"] <= 1.0
+    assert (pretrained_workspace / "dvclive/pretrain/metrics.json").exists()
+    assert not (pretrained_workspace / "checkpoints/pretrain").exists(), "a finished run leaves no checkpoint"
+
+
+def test_pretrain_resumes_from_the_latest_checkpoint_after_a_kill(workspace, params, monkeypatch):
+    p = params(**{"pretrain.max_steps": 8, "pretrain.eval_steps": 4, "pretrain.early_stopping_patience": 0})
+    steps = []
+    original = Trainer.training_step
+
+    def dying_step(self, *args, **kwargs):
+        steps.append(self.state.global_step)
+        if len(steps) == 6:  # past checkpoint-4: the process "dies" here
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.run(p, workspace)
+    assert (workspace.checkpoints("pretrain") / "checkpoint-4").exists()
+    steps.clear()
+    monkeypatch.setattr(Trainer, "training_step", original)
+    counted = []
+    monkeypatch.setattr(Trainer, "training_step", lambda self, *a, **k: counted.append(1) or original(self, *a, **k))
+    pretrain.run(p, workspace)
+    assert len(counted) == 4, "the re-run must resume at step 4, not start over"
+
+
+def test_mlm_pretrain_then_finetune_gets_a_fresh_head(workspace, params):
+    p = params(**{"pretrain.mode": "mlm", "pretrain.max_steps": 3})
+    pretrain.run(p, workspace)
+    config = AutoConfig.from_pretrained(str(workspace.source_model))
+    assert config.architectures == ["BertForMaskedLM"]
+    finetune.run(p, workspace)
+    assert load_target(workspace).config.id2label[1] == "positive"
+
+
+def test_early_stopping_stops_when_validation_stalls(workspace, params):
+    p = params(**{"pretrain.max_steps": 40, "pretrain.eval_steps": 1, "pretrain.learning_rate": 1e-9,
+                  "pretrain.early_stopping_patience": 2})
+    log = pretrain.run(p, workspace)
+    assert log["history"][-1]["step"] < 40
+
+
+# ---------------------------------------------------------------- finetune
+
+
+def test_freeze_bottom_leaves_frozen_layers_unchanged(workspace, params):
+    before = snapshot(load_source(workspace), "bert.encoder.layer.0.")
+    embeddings = snapshot(load_source(workspace), "bert.embeddings.")
+    top = snapshot(load_source(workspace), "bert.encoder.layer.1.")
+    finetune.run(params(**{"finetune.strategy": "freeze_bottom", "finetune.freeze_layers": 1}), workspace)
+    after = load_target(workspace)
+    assert same(snapshot(after, "bert.encoder.layer.0."), before)
+    assert same(snapshot(after, "bert.embeddings."), embeddings)
+    assert not same(snapshot(after, "bert.encoder.layer.1."), top)
+
+
+def test_head_only_trains_only_the_head(workspace, params):
+    encoder = snapshot(load_source(workspace), "bert.")
+    head = snapshot(load_source(workspace), "classifier.")
+    result = finetune.run(params(**{"finetune.strategy": "head_only"}), workspace)
+    after = load_target(workspace)
+    assert same(snapshot(after, "bert."), encoder)
+    assert not same(snapshot(after, "classifier."), head)
+    assert result["trainable_parameters"] == sum(v.numel() for v in head.values())
+
+
+def test_features_strategy_writes_the_logistic_regression_into_the_head(workspace, params):
+    encoder = snapshot(load_source(workspace), "bert.")
+    result = finetune.run(params(**{"finetune.strategy": "features"}), workspace)
+    after = load_target(workspace)
+    assert same(snapshot(after, "bert."), encoder)
+    assert 0.5 <= result["features"]["train_accuracy"] <= 1.0
+    weight = after.classifier.weight.detach()
+    assert torch.allclose(weight[0], -weight[1]), "binary LR is written as a symmetric 2-logit head"
+
+
+def test_llrd_gives_lower_layers_smaller_learning_rates(workspace, params):
+    p = params(**{"finetune.strategy": "llrd", "finetune.llrd_decay": 0.5})
+    optimizer = finetune.llrd_optimizer(load_source(workspace), p.finetune)
+    rates = [group["lr"] for group in optimizer.param_groups]
+    assert rates == sorted(rates) and rates[-1] == p.finetune.learning_rate
+    assert rates[1] == pytest.approx(rates[2] * 0.5)
+    finetune.run(p, workspace)
+    assert load_target(workspace).config.id2label[0] == "negative"
+
+
+def test_target_budget_limits_training_rows_stratified(workspace, params):
+    result = finetune.run(params(**{"finetune.target_budget": 20}), workspace)
+    assert result["train_rows"] == 20
+    target = load_from_disk(str(workspace.tokenized_domain("target")))["train"]
+    subset = finetune.budget_subset(target, 20, seed=7)
+    assert set(subset["labels"]) == {0, 1}
+    assert subset["id"] == finetune.budget_subset(target, 20, seed=7)["id"]
+
+
+def test_freeze_layers_beyond_depth_is_a_clear_error(workspace, params):
+    with pytest.raises(PipelineError, match="freeze_layers: 5 exceeds the model's 2 layers"):
+        finetune.run(params(**{"finetune.strategy": "freeze_bottom", "finetune.freeze_layers": 5}), workspace)
+
+
+def test_label_mismatch_between_source_and_task_is_a_handoff_error(workspace, params):
+    config_file = workspace.source_model / "config.json"
+    config = json.loads(config_file.read_text())
+    config["id2label"] = {"0": "neg", "1": "pos"}
+    config["label2id"] = {"neg": 0, "pos": 1}
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(HandoffError, match=r"model labels \['neg', 'pos'\] differ from task.labels"):
+        finetune.run(params(), workspace)
+    assert not workspace.target_model.exists()
+
+
+def test_tokenizer_mismatch_is_a_handoff_error(workspace, params):
+    other = train_wordpiece(["completely different words here"] * 10, 120, 32)
+    other.save_pretrained(workspace.source_model)
+    with pytest.raises(HandoffError, match="tokenizer differs from data/tokenized/tokenizer"):
+        finetune.run(params(), workspace)
+
+
+def test_missing_source_model_is_a_handoff_error(tokenized_workspace, tmp_path, params):
+    import shutil
+
+    from tasks.common.paths import Paths
+
+    shutil.copytree(tokenized_workspace, tmp_path, dirs_exist_ok=True)
+    with pytest.raises(HandoffError, match="run the previous stage first"):
+        finetune.run(params(), Paths(tmp_path))
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def test_evaluate_scores_transfer_and_every_baseline_on_the_test_split(workspace, params):
+    p = params()
+    finetune.run(p, workspace)
+    summary = evaluate.run(p, workspace)
+    scores = read_json(workspace.metrics / "classification.json")
+    test_size = len(read_jsonl(workspace.split_file("target", "test")))
+    assert set(scores) == {"transfer", "target_only", "zero_shot", "vader"}
+    for name, figures in scores.items():
+        assert figures["support"] == test_size
+        for key in ("accuracy", "f1_micro", "f1_macro", "f1_weighted", "precision_macro", "recall_macro"):
+            assert 0.0 <= figures[key] <= 1.0, (name, key)
+        assert set(figures["per_class"]) == {"negative", "positive"}
+    assert sum(map(sum, scores["transfer"]["confusion_matrix"])) == test_size
+    assert summary["gain_over"]["vader"] == pytest.approx(scores["transfer"]["f1_macro"] - scores["vader"]["f1_macro"])
+    assert len(read_json(workspace.plots / "confusion.json")) == test_size
+    assert (workspace.baselines / "target_only" / "model.safetensors").exists()
+    assert read_json(workspace.metrics / "transfer.json") == summary
+
+
+def test_vader_baseline_is_the_real_rule_based_scorer():
+    predictions = evaluate.vader_predictions(["I love this, it is wonderful!", "Terrible. I hate it."])
+    assert predictions.tolist() == [1, 0]
+
+
+def test_zero_shot_is_skipped_with_a_reason_for_an_mlm_source(workspace, params):
+    p = params(**{"pretrain.mode": "mlm", "pretrain.max_steps": 2, "evaluate.baselines": ["zero_shot"]})
+    pretrain.run(p, workspace)
+    finetune.run(p, workspace)
+    summary = evaluate.run(p, workspace)
+    assert "no classifier head" in summary["notes"]["zero_shot"]["skipped"]
+    assert summary["baselines"] == {}
