@@ -41,7 +41,7 @@ test: setup
 	if [ $$status -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$status
 
 bench: data
-	$(PY) -m bench.learning_curve
+	$(PY) -m bench.transfer_figures
 
 clean:
 	rm -rf data/prepared data/tokenized models checkpoints dvclive reports metrics plots

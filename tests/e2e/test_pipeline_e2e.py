@@ -1,0 +1,88 @@
+"""The real thing, small: `dvc repro` over the six stages on 200-row real subsets with a
+2-layer scratch model, then the real Prefect flow (nothing re-runs, dvc.lock unchanged), then
+`dvc exp run -S finetune.learning_rate=3e-5`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COPIED = ["tasks", "flows", "dvc.yaml", ".dvcignore"]
+STAGES = ["ingest", "tokenize", "pretrain", "finetune", "evaluate", "export"]
+
+
+def tiny_params(movie_file: Path, amazon_file: Path) -> dict:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for domain, file in (("source", movie_file), ("target", amazon_file)):
+        params["data"][domain].update(path=str(file), max_rows=200)
+    params["model"] = {"init": "scratch", "scratch": {"layers": 2, "hidden_size": 32, "heads": 2,
+                                                      "intermediate_size": 64, "vocab_size": 1000}}
+    params["tokenize"]["max_length"] = 64
+    for section in (params["pretrain"], params["finetune"], params["evaluate"]["target_only"]):
+        section.update(max_steps=6, eval_steps=3, learning_rate=1e-3)
+    params["export"]["parity_samples"] = 16
+    return params
+
+
+def run(command: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, movie_file, amazon_file) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("project")
+    for name in COPIED:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / name)
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(movie_file, amazon_file), sort_keys=False))
+    (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
+    env = dict(os.environ, PYTHONPATH=str(root), PREFECT_HOME=str(root / ".prefect"),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.pop("PREFECT_API_URL", None)
+    for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
+                    ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        run(command, root, env)
+    return root, env
+
+
+def test_dvc_repro_then_flow_reruns_nothing_then_exp_run(project):
+    root, env = project
+    run([sys.executable, "-m", "dvc", "repro"], root, env)
+    lock = (root / "dvc.lock").read_text()
+    assert set(yaml.safe_load(lock)["stages"]) == set(STAGES)
+
+    data = json.loads((root / "reports/data.json").read_text())
+    assert data["target"]["splits"]["test"]["rows"] > 0 and data["source"]["rows_read"] == 200
+    scores = json.loads((root / "metrics/classification.json").read_text())
+    assert set(scores) >= {"transfer", "target_only", "zero_shot", "vader"}
+    for name, figures in scores.items():
+        assert 0.0 <= figures["f1_macro"] <= 1.0 and figures["support"] > 0, name
+    assert scores["vader"]["f1_macro"] > 0.55, "VADER on real amazon snippets is far better than chance"
+    transfer = json.loads((root / "metrics/transfer.json").read_text())
+    assert transfer["gain_over"]["vader"] == pytest.approx(transfer["transfer"] - scores["vader"]["f1_macro"])
+    manifest = json.loads((root / "models/onnx/manifest.json").read_text())
+    assert manifest["opset"] >= 17 and manifest["parity"]["max_abs_logit_diff"] <= manifest["parity"]["tolerance"]
+
+    flow = run([sys.executable, "-m", "flows.pipeline"], root, env)
+    assert (root / "dvc.lock").read_text() == lock, "the flow after dvc repro must change nothing"
+    output = flow.stdout + flow.stderr
+    assert "Running stage" not in output, output[-2000:]
+
+    run([sys.executable, "-m", "dvc", "exp", "run", "-S", "finetune.learning_rate=3e-5"], root, env)
+    after = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    assert after["finetune"]["params"]["params.yaml"]["finetune"]["learning_rate"] == 3e-5
+    assert after["pretrain"] == yaml.safe_load(lock)["stages"]["pretrain"], "pretrain must not re-run"
