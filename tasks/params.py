@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.common.errors import ParamsError
 
@@ -53,6 +53,12 @@ class LabelRule(Strict):
     threshold: float = 0.0
     neutral_band: float = Field(0.0, ge=0.0)
     mapping: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("mapping", mode="before")
+    @classmethod
+    def _keys_as_text(cls, value: Any) -> Any:
+        # YAML reads `{1: negative}` with an int key; raw labels are compared as text.
+        return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
 
 
 class SourceSpec(Strict):
