@@ -1,0 +1,322 @@
+"""Export models/target to a self-contained ONNX package (models/onnx) that deployers run with
+onnxruntime + tokenizers + numpy (tasks.common.onnx_runtime.OnnxClassifier), and prove it
+gives PyTorch's logits on validation texts before anything is written.
+
+Package: model.onnx (one file, dynamic batch and sequence axes), the tokenizer files that
+save_pretrained writes (tokenizer.json is what the runtime reads), manifest.json (opset,
+inputs/outputs, labels, max_length, sha256 of every file, parity figures, versions, source).
+"""
+
+from __future__ import annotations
+
+import inspect
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+import transformers
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+
+from tasks.common.errors import ExportError, HandoffError, user_errors
+from tasks.common.io import atomic_dir, read_jsonl, write_json_atomic
+from tasks.common.models import model_labels
+from tasks.common.onnx_runtime import (
+    FORMAT_VERSION,
+    MANIFEST,
+    MODEL_FILE,
+    OUTPUT,
+    TOKENIZER_FILE,
+    OnnxClassifier,
+    sha256_file,
+)
+from tasks.common.paths import Paths
+from tasks.params import ExportParams, Params, load_params
+
+AXES = {0: "batch", 1: "sequence"}
+# Parity batches cycle through these sizes over the texts in file order, so every batch but
+# the first mixes lengths (padding is exercised) and the graph sees several batch sizes.
+PARITY_BATCH_SIZES = (1, 7, 32)
+# Two texts of different lengths to trace with: batch 2 and a padded sequence longer than 2,
+# so no axis is 0/1-specialised and batch and sequence never look like the same symbol.
+TRACE_TEXTS = ["a short example", "a somewhat longer example text, traced so that the export sees padding"]
+
+
+# ---------------------------------------------------------------- inputs from earlier stages
+
+
+def check_target(model_dir: Path, labels: Sequence[str]) -> None:
+    if not (model_dir / "config.json").is_file():
+        raise HandoffError(f"{model_dir} not found: run the finetune stage first")
+    found = model_labels(model_dir)
+    if found != list(labels):
+        raise HandoffError(f"{model_dir}: model labels {found} differ from task.labels {list(labels)}")
+
+
+def parity_texts(paths: Paths, count: int) -> list[str]:
+    file = paths.split_file("target", "val")
+    if not file.is_file():
+        raise HandoffError(f"{file} not found: run the ingest stage first")
+    texts = [row["text"] for row in read_jsonl(file)[:count]]
+    if not texts:
+        raise HandoffError(f"{file} has no rows: the parity check needs validation texts")
+    return texts
+
+
+def load_target(model_dir: Path):
+    # float32 on CPU: the reference the ONNX graph must match, whatever the training device.
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if tokenizer.pad_token_id is None:
+        raise HandoffError(f"{model_dir}: tokenizer has no pad token, so batches cannot be padded")
+    return model.eval().to("cpu"), tokenizer
+
+
+def input_names(model: PreTrainedModel, tokenizer) -> list[str]:
+    """input_ids and attention_mask always; token_type_ids only when the tokenizer produces
+    them and the model takes them (BERT yes, RoBERTa/DistilBERT no)."""
+    names = ["input_ids", "attention_mask"]
+    takes = inspect.signature(model.forward).parameters
+    if "token_type_ids" in tokenizer.model_input_names and "token_type_ids" in takes:
+        names.append("token_type_ids")
+    return names
+
+
+def max_length(model: PreTrainedModel, tokenizer) -> int:
+    # model_max_length is a huge sentinel when unset; max_position_embeddings is the hard limit.
+    limits = [tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", None)]
+    return int(min(limit for limit in limits if limit))
+
+
+def encode(tokenizer, texts: Sequence[str], names: Sequence[str], length: int) -> dict[str, np.ndarray]:
+    """The training side's tokenization: truncate to `length`, pad to the batch's longest."""
+    batch = tokenizer(
+        list(texts),
+        padding=True,
+        truncation=True,
+        max_length=length,
+        return_attention_mask=True,
+        return_token_type_ids="token_type_ids" in names,
+        return_tensors="np",
+    )
+    return {name: batch[name].astype(np.int64) for name in names}
+
+
+# ---------------------------------------------------------------- graph
+
+
+def export_graph(model: PreTrainedModel, sample: dict[str, np.ndarray], out: Path, opset: int) -> None:
+    """torch.onnx.export with the dynamo exporter (torch.export), dynamic batch and sequence.
+
+    Why dynamo and not the legacy TorchScript exporter (dynamo=False, still present in 2.13):
+    both gave the same logits on BERT/MiniLM, but the legacy one is deprecated and traces
+    Python branches in transformers' masking code as constants (its TracerWarnings say the
+    trace "might not generalize to other inputs"), whereas torch.export keeps batch and
+    sequence symbolic and fails loudly if the model would specialise either. Dynamo builds at
+    opset 18 and converts down when asked for 17 (onnx's version converter); the parity check
+    below is what vouches for the result either way.
+    """
+    kwargs = {name: torch.from_numpy(array) for name, array in sample.items()}
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    with warnings.catch_warnings():
+        # Cosmetic: says each axis name "will not be used" because it equals itself.
+        warnings.filterwarnings("ignore", message=r".*The axis name: .* will not be used")
+        torch.onnx.export(
+            model,
+            args=(),
+            kwargs=kwargs,
+            f=str(out),
+            dynamo=True,
+            opset_version=opset,
+            input_names=list(kwargs),
+            output_names=[OUTPUT],
+            dynamic_shapes={name: {0: batch, 1: sequence} for name in kwargs},
+            external_data=False,  # one self-contained file (fine below protobuf's 2 GB limit)
+            optimize=True,
+            verbose=False,
+        )
+
+
+def describe_graph(path: Path, package: Path, opset: int) -> tuple[list[dict], list[dict]]:
+    """Inputs and outputs as the ONNX file declares them; fails if the export is not what
+    deployers are promised: one self-contained file, the requested opset, symbolic batch and
+    sequence axes."""
+    onnx.checker.check_model(str(path))
+    model = onnx.load(str(path), load_external_data=False)
+    extra = sorted(p.name for p in package.iterdir() if p.name != MODEL_FILE)
+    if extra or any(onnx.external_data_helper.uses_external_data(t) for t in model.graph.initializer):
+        raise ExportError(f"{path}: weights were written as external data {extra}, expected one self-contained file")
+
+    # Dynamo builds at opset 18 and keeps 18 if converting down to 17 fails (only a warning).
+    actual = next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
+    if actual != opset:
+        raise ExportError(f"{path}: exported at opset {actual}, not the requested export.opset {opset} (try 18)")
+
+    def describe(value) -> dict:
+        tensor = value.type.tensor_type
+        shape = [dim.dim_param or dim.dim_value for dim in tensor.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        dynamic = {str(i): dim for i, dim in enumerate(shape) if isinstance(dim, str)}
+        return {"name": value.name, "dtype": dtype, "shape": shape, "dynamic_axes": dynamic}
+
+    inputs = [describe(value) for value in model.graph.input]
+    outputs = [describe(value) for value in model.graph.output]
+    for value in inputs:
+        if value["shape"][:2] != [AXES[0], AXES[1]]:
+            raise ExportError(f"{path}: input {value['name']} has shape {value['shape']}, expected [batch, sequence]")
+    for value in outputs:
+        if value["shape"][:1] != [AXES[0]]:
+            raise ExportError(f"{path}: output {value['name']} has shape {value['shape']}, expected [batch, ...]")
+    return inputs, outputs
+
+
+# ---------------------------------------------------------------- parity
+
+
+def mixed_batches(texts: Sequence[str]) -> list[list[str]]:
+    batches, start, turn = [], 0, 0
+    while start < len(texts):
+        size = PARITY_BATCH_SIZES[turn % len(PARITY_BATCH_SIZES)]
+        batches.append(list(texts[start : start + size]))
+        start, turn = start + size, turn + 1
+    return batches
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    return {
+        "max_abs_logit_diff": float(np.abs(reference - candidate).max()),
+        "label_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
+    }
+
+
+@torch.no_grad()
+def check_parity(model: PreTrainedModel, tokenizer, package: Path, texts: Sequence[str], p: ExportParams) -> dict:
+    """Two comparisons with PyTorch (HF tokenizer, float32 CPU):
+    graph   - the ONNX graph fed the very same token ids, in batches of 1, 7 and 32;
+    runtime - OnnxClassifier end to end, with the tokenizer.json deployers load.
+    Fails (ExportError) over the tolerance or on any label disagreement."""
+    classifier = OnnxClassifier(package)  # also proves the manifest hashes verify
+    names, length = classifier.input_names, classifier.max_length
+    feeds = [encode(tokenizer, batch, names, length) for batch in mixed_batches(texts)]
+    reference = np.concatenate([model(**{k: torch.from_numpy(v) for k, v in f.items()}).logits.numpy() for f in feeds])
+    graph = compare(reference, np.concatenate([classifier.run(f) for f in feeds]))
+    runtime = compare(reference, classifier.logits(texts))
+    parity = {
+        "samples": len(texts),
+        "max_abs_logit_diff": max(graph["max_abs_logit_diff"], runtime["max_abs_logit_diff"]),
+        "label_agreement": min(graph["label_agreement"], runtime["label_agreement"]),
+        "tolerance": p.parity_tolerance,
+        "graph": graph,
+        "runtime": runtime,
+        "providers": classifier.session.get_providers(),
+    }
+    if parity["max_abs_logit_diff"] > p.parity_tolerance or parity["label_agreement"] < 1.0:
+        raise ExportError(
+            f"ONNX parity with PyTorch failed on {len(texts)} validation texts: max abs logit diff "
+            f"{parity['max_abs_logit_diff']:.3g} (graph {graph['max_abs_logit_diff']:.3g}, runtime "
+            f"{runtime['max_abs_logit_diff']:.3g}) vs tolerance {p.parity_tolerance:g}; label agreement "
+            f"{parity['label_agreement']:.4f} (graph {graph['label_agreement']:.4f}, "
+            f"runtime {runtime['label_agreement']:.4f})"
+        )
+    return parity
+
+
+# ---------------------------------------------------------------- package
+
+
+def file_hashes(package: Path) -> dict[str, str]:
+    return {f.name: sha256_file(f) for f in sorted(package.iterdir()) if f.is_file() and f.name != MANIFEST}
+
+
+def source_info(model_dir: Path) -> dict:
+    """Lineage: which model this package was built from."""
+    config = AutoConfig.from_pretrained(str(model_dir))
+    weights = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
+    return {
+        "path": str(model_dir),
+        "model_type": config.model_type,
+        "architectures": list(config.architectures or []),
+        "config_sha256": sha256_file(model_dir / "config.json"),
+        "weights_sha256": {f.name: sha256_file(f) for f in weights},
+    }
+
+
+def build_manifest(p: Params, package: Path, model: PreTrainedModel, tokenizer, model_dir: Path) -> dict:
+    inputs, outputs = describe_graph(package / MODEL_FILE, package, p.export.opset)
+    tokenizer.save_pretrained(str(package))
+    if not (package / TOKENIZER_FILE).is_file():
+        raise HandoffError(f"{model_dir}: the tokenizer is not a fast one (save_pretrained wrote no {TOKENIZER_FILE})")
+    return {
+        "format_version": FORMAT_VERSION,
+        "task": "classification",
+        "opset": p.export.opset,
+        "inputs": inputs,
+        "outputs": outputs,
+        "labels": list(p.task.labels),
+        "max_length": max_length(model, tokenizer),
+        "tokenizer": {
+            "file": TOKENIZER_FILE,
+            "pad_token": tokenizer.pad_token,
+            "pad_token_id": tokenizer.pad_token_id,
+            "padding_side": tokenizer.padding_side,
+            "truncation_side": tokenizer.truncation_side,
+        },
+        "files": file_hashes(package),
+        "versions": {
+            "onnxruntime": onnxruntime.__version__,
+            "onnx": onnx.__version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        "source": source_info(model_dir),
+    }
+
+
+def remove_stale(paths: Paths) -> None:
+    """A failed export leaves no package behind, as under `dvc repro` (which deletes a stage's
+    outputs before running it): an old package must not pass for one of the current model."""
+    shutil.rmtree(paths.onnx, ignore_errors=True)
+    (paths.metrics / "export.json").unlink(missing_ok=True)
+
+
+def run(p: Params, paths: Paths) -> dict:
+    check_target(paths.target_model, p.task.labels)
+    texts = parity_texts(paths, p.export.parity_samples)
+    model, tokenizer = load_target(paths.target_model)
+    names = input_names(model, tokenizer)
+    remove_stale(paths)
+    started = time.perf_counter()
+    with atomic_dir(paths.onnx) as package:
+        sample = encode(tokenizer, TRACE_TEXTS, names, max_length(model, tokenizer))
+        export_graph(model, sample, package / MODEL_FILE, p.export.opset)
+        manifest = build_manifest(p, package, model, tokenizer, paths.target_model)
+        write_json_atomic(package / MANIFEST, manifest)
+        manifest["parity"] = check_parity(model, tokenizer, package, texts, p.export)
+        write_json_atomic(package / MANIFEST, manifest)  # manifest.json is not among the hashed files
+    metrics = {
+        "parity": manifest["parity"],
+        "onnx_bytes": (paths.onnx / MODEL_FILE).stat().st_size,
+        "opset": p.export.opset,
+    }
+    write_json_atomic(paths.metrics / "export.json", metrics)
+    parity = manifest["parity"]
+    print(
+        f"export: {paths.onnx / MODEL_FILE} ({metrics['onnx_bytes'] / 1e6:.1f} MB, opset {p.export.opset}) in "
+        f"{time.perf_counter() - started:.1f}s; parity on {parity['samples']} texts: max abs logit diff "
+        f"{parity['max_abs_logit_diff']:.2e}, label agreement {parity['label_agreement']:.3f}"
+    )
+    return metrics
+
+
+def main() -> None:
+    with user_errors("export"):  # a bad params.yaml is one line too, not a traceback
+        run(load_params(), Paths())
+
+
+if __name__ == "__main__":
+    main()

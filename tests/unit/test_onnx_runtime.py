@@ -1,0 +1,211 @@
+"""OnnxClassifier, the torch-free runtime for exported packages: hashes checked on load,
+dynamic padding, truncation, batching that does not change logits.
+
+The package under test is made by the real export stage from a tiny random BERT classifier
+whose WordPiece vocabulary is trained on 200 real amazon review snippets. The helpers that
+build that workspace are shared with tests/stages/test_export.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.common.onnx_runtime import ModelPackageError, OnnxClassifier, load_tokenizer
+from tasks.common.paths import Paths
+from tasks.params import Params, parse_params
+
+REPO = Path(__file__).resolve().parents[2]
+LABELS = ["negative", "positive"]
+MAX_LENGTH = 64
+PARITY_SAMPLES = 40
+
+
+# ---------------------------------------------------------------- shared builders
+
+
+def amazon_texts(amazon_file: Path, count: int) -> list[str]:
+    """The first `count` texts of the tab-separated file (header id/sentiment/text; texts hold
+    quote characters, so no csv quoting rules)."""
+    lines = amazon_file.read_text(encoding="utf-8").splitlines()[1:]
+    return [line.split("\t", 2)[2] for line in lines[:count]]
+
+
+def tiny_classifier(texts: list[str], labels=LABELS, token_type_ids: bool = True, seed: int = 0):
+    """A 2-layer, hidden-32 random BERT classifier and its WordPiece tokenizer (trained on
+    `texts`). A wide init spreads the logits, so predictions use both classes."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+    from tasks.tokenize import train_wordpiece
+
+    tokenizer = train_wordpiece(texts, vocab_size=400, max_length=MAX_LENGTH)
+    if token_type_ids:
+        # BERT's own tokenizers (MiniLM's included) feed token_type_ids; train_wordpiece's
+        # (the scratch pipeline's) does not, like RoBERTa/DistilBERT.
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=tokenizer.backend_tokenizer,
+            model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+            model_max_length=MAX_LENGTH,
+            **tokenizer.special_tokens_map,
+        )
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        initializer_range=0.2,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
+    return BertForSequenceClassification(config).eval(), tokenizer
+
+
+def val_texts(amazon_file: Path) -> list[str]:
+    """Real texts of mixed lengths plus one far over MAX_LENGTH tokens (truncation path)."""
+    texts = amazon_texts(amazon_file, 260)[200:]
+    return texts[:PARITY_SAMPLES - 1] + [" ".join(texts[:30])] + texts[PARITY_SAMPLES - 1 :]
+
+
+def build_workspace(root: Path, amazon_file: Path, **model_options) -> Paths:
+    """models/target (save_pretrained model + fast tokenizer) and data/prepared/target/val.jsonl."""
+    paths = Paths(root)
+    model, tokenizer = tiny_classifier(amazon_texts(amazon_file, 200), **model_options)
+    model.save_pretrained(paths.target_model)
+    tokenizer.save_pretrained(paths.target_model)
+    val = paths.split_file("target", "val")
+    val.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"id": f"v{i}", "text": text, "label": LABELS[i % 2]} for i, text in enumerate(val_texts(amazon_file))]
+    val.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return paths
+
+
+def export_params(labels: list[str] = LABELS, **export) -> Params:
+    return parse_params(
+        {
+            "data": {"source": {"path": "unused-source.tsv"}, "target": {"path": "unused-target.tsv"}},
+            "task": {"labels": labels},
+            "export": {"opset": 17, "parity_samples": PARITY_SAMPLES, "parity_tolerance": 1e-4, **export},
+        }
+    )
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+_SHARED: dict = {}
+
+
+def exported_workspace(tmp_path_factory, amazon_file) -> tuple[Paths, dict]:
+    """One tiny workspace exported once per test session (exports cost seconds), shared with
+    tests/stages/test_export.py: read it, or copy it before changing anything."""
+    if not _SHARED:
+        from tasks import export
+
+        paths = build_workspace(tmp_path_factory.mktemp("exported"), amazon_file)
+        _SHARED["workspace"] = (paths, export.run(export_params(), paths))
+    return _SHARED["workspace"]
+
+
+@pytest.fixture
+def package(tmp_path_factory, amazon_file) -> Path:
+    return exported_workspace(tmp_path_factory, amazon_file)[0].onnx
+
+
+@pytest.fixture(scope="module")
+def texts(amazon_file) -> list[str]:
+    return val_texts(amazon_file)
+
+
+@pytest.fixture
+def package_copy(package, tmp_path) -> Path:
+    return Path(shutil.copytree(package, tmp_path / "onnx"))
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_runtime_imports_neither_torch_nor_transformers():
+    code = (
+        "import sys, tasks.common.onnx_runtime; "
+        "loaded = [m for m in ('torch', 'transformers') if m in sys.modules]; "
+        "sys.exit(f'imported {loaded}' if loaded else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr or result.stdout
+
+
+def test_predict_returns_label_names_in_input_order(package, texts):
+    classifier = OnnxClassifier(package)
+    logits = classifier.logits(texts)
+    assert logits.shape == (len(texts), 2) and logits.dtype == np.float32
+    assert classifier.predict(texts) == [LABELS[i] for i in logits.argmax(axis=1)]
+    assert classifier.predict(texts[5:6]) == [LABELS[int(logits[5].argmax())]]
+
+
+def test_logits_do_not_depend_on_batching_or_padding(package, texts):
+    classifier = OnnxClassifier(package)
+    alone = np.concatenate([classifier.logits([text]) for text in texts])  # no padding at all
+    for batch_size in (7, 32, len(texts)):
+        np.testing.assert_allclose(classifier.logits(texts, batch_size=batch_size), alone, atol=1e-5)
+
+
+def test_batches_are_padded_to_their_longest_text_and_truncated_to_max_length(package, texts):
+    classifier = OnnxClassifier(package)
+    short = classifier.encode(texts[:3])
+    longest = max(len(classifier.tokenizer.encode(text).ids) for text in texts[:3])
+    assert short["input_ids"].shape == (3, longest) and longest < MAX_LENGTH
+    assert set(short) == {"input_ids", "attention_mask", "token_type_ids"}
+    long_text = " ".join(texts)
+    assert classifier.encode([long_text])["input_ids"].shape == (1, MAX_LENGTH)
+    assert classifier.logits([long_text]).shape == (1, 2)
+
+
+def test_tokenizer_padding_saved_in_tokenizer_json_is_replaced_by_dynamic_padding(package, tmp_path):
+    # Packaged tokenizers (e.g. MiniLM's) can carry fixed 128-token padding in tokenizer.json.
+    from tokenizers import Tokenizer
+
+    fixed = Tokenizer.from_file(str(package / "tokenizer.json"))
+    fixed.enable_padding(length=MAX_LENGTH, pad_id=0, pad_token="[PAD]")
+    fixed.save(str(tmp_path / "tokenizer.json"))
+    spec = {"pad_token": "[PAD]", "pad_token_id": 0, "padding_side": "right", "truncation_side": "right"}
+    tokenizer = load_tokenizer(tmp_path / "tokenizer.json", MAX_LENGTH, spec)
+    batch = tokenizer.encode_batch(["good", "good value for the money"])
+    assert len(batch[0].ids) == len(batch[1].ids) < MAX_LENGTH
+    assert batch[0].attention_mask[-1] == 0
+
+
+def test_a_changed_file_fails_the_hash_check(package_copy):
+    with (package_copy / "tokenizer.json").open("a", encoding="utf-8") as handle:
+        handle.write(" ")
+    with pytest.raises(ModelPackageError, match=r"tokenizer\.json: sha256 .* does not match manifest\.json"):
+        OnnxClassifier(package_copy)
+
+
+def test_a_missing_file_is_named(package_copy):
+    (package_copy / "model.onnx").unlink()
+    with pytest.raises(ModelPackageError, match=r"model\.onnx: listed in manifest\.json but missing"):
+        OnnxClassifier(package_copy)
+
+
+def test_a_folder_without_manifest_is_not_a_package(tmp_path):
+    with pytest.raises(ModelPackageError, match="manifest.json not found"):
+        OnnxClassifier(tmp_path)
+
+
+def test_an_unknown_format_version_is_refused(package_copy):
+    manifest = json.loads((package_copy / "manifest.json").read_text())
+    (package_copy / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(ModelPackageError, match="format_version 99"):
+        OnnxClassifier(package_copy)
