@@ -31,6 +31,6 @@ RUN pip install onnxruntime-gpu==1.32.0 tokenizers==0.23.3 numpy==2.4.6
 WORKDIR /app
 # Only the torch-free runtime module ships; the model package is mounted or copied to /model.
 COPY tasks/__init__.py tasks/__init__.py
-COPY tasks/common/__init__.py tasks/common/onnx_runtime.py tasks/common/
+COPY tasks/common/__init__.py tasks/common/errors.py tasks/common/io.py tasks/common/onnx_runtime.py tasks/common/
 ENV MODEL_DIR=/model
 ENTRYPOINT ["python", "-m", "tasks.common.onnx_runtime"]

@@ -10,8 +10,9 @@ installs onnxruntime(-gpu), tokenizers and numpy, nothing else.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -19,7 +20,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from tasks.common.errors import PipelineError
+from tasks.common.errors import PipelineError, user_errors
+from tasks.common.io import sha256_file  # stdlib only, like everything this module imports
 
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
@@ -35,12 +37,6 @@ class ModelPackageError(PipelineError):
     """The model package is missing a file, altered since export, or of an unknown format."""
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_files(package: Path, expected: Mapping[str, str]) -> None:
@@ -137,3 +133,19 @@ class OnnxClassifier:
 
     def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[str]:
         return [self.labels[i] for i in self.logits(texts, batch_size).argmax(axis=-1)]
+
+
+def main() -> None:
+    """`python -m tasks.common.onnx_runtime [PACKAGE]`: one text per stdin line -> one JSON line
+    {"text", "label", "logits"} on stdout. PACKAGE defaults to $MODEL_DIR or models/onnx."""
+    package = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("MODEL_DIR", "models/onnx")
+    with user_errors("serve"):
+        classifier = OnnxClassifier(package)
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        for text, row in zip(texts, classifier.logits(texts)):
+            label = classifier.labels[int(row.argmax())]
+            print(json.dumps({"text": text, "label": label, "logits": [round(float(x), 6) for x in row]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -209,3 +209,21 @@ def test_an_unknown_format_version_is_refused(package_copy):
     (package_copy / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
     with pytest.raises(ModelPackageError, match="format_version 99"):
         OnnxClassifier(package_copy)
+
+
+def test_command_line_reads_stdin_and_prints_one_json_line_per_text(package, texts):
+    done = subprocess.run(
+        [sys.executable, "-m", "tasks.common.onnx_runtime", str(package)],
+        input="\n".join(texts[:3]) + "\n", capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [row["text"] for row in rows] == texts[:3]
+    assert [row["label"] for row in rows] == OnnxClassifier(package).predict(texts[:3])
+
+
+def test_command_line_on_a_missing_package_is_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "tasks.common.onnx_runtime", str(tmp_path / "nope")],
+                          input="hi\n", capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: serve:") and "nope" in done.stderr
