@@ -1,0 +1,433 @@
+"""The Prefect flow over the DVC pipeline: `python -m flows.pipeline [--root DIR] [--force]`.
+
+Orchestration only. The stages and their order come from `dvc.yaml` (DVC's own graph), each
+stage is one Prefect task that runs `dvc repro --single-item <stage>` in a subprocess, so DVC
+decides what is stale and writes `dvc.lock`; Prefect adds retries, run history and a metrics
+artifact. Stages run one at a time.
+
+Retry rule (`retry_transient`): a failed stage is retried (2 more attempts, 5 s then 30 s
+later) only when the failure may be transient: DVC's repository lock was held by another
+process, or the stage's command died without printing an `error:` line (killed, out of
+memory, network). A user error (the stage printed a line starting with `error:`) and a
+refusal by DVC before the command ran (invalid dvc.yaml, missing dependency) are not
+retried: the flow fails at once with that one line.
+
+Exit code of `python -m flows.pipeline`: 0 when every stage ran or was up to date, 1 with one
+line `error: ...` on stderr otherwise (invalid params.yaml is reported before anything starts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks.common.errors import ParamsError
+from tasks.params import PARAMS_FILE_ENV, DEFAULT_PARAMS_FILE, load_params
+
+ARTIFACT_KEY = "transfer-metrics"
+RETRIES = 2
+RETRY_DELAYS = [5, 30]  # seconds before the 1st and the 2nd retry
+
+# Files the artifact reads when they exist, under the repository root: (title, path).
+METRIC_FILES = [
+    ("Classification metrics", "metrics/classification.json"),
+    ("Transfer", "metrics/transfer.json"),
+]
+DATA_REPORT = ("Data (rows kept, dropped and why)", "reports/data.json")
+EXPORT_REPORT = ("Export (ONNX parity)", "metrics/export.json")
+
+RAN, UP_TO_DATE, RESTORED = "ran", "up to date", "restored from run-cache"
+
+# DVC 3.67's own words (dvc/stage/__init__.py, dvc/stage/run.py, dvc/stage/cache.py, dvc/lock.py,
+# dvc/rwlock.py). A user error is a line the stage prints (tasks.common.errors.user_errors).
+_RAN = re.compile(r"^Running stage '(?P<name>[^']+)'")
+_UP_TO_DATE = re.compile(r"^(?:Stage )?'(?P<name>[^']+)' didn't change, skipping")
+_RESTORED = re.compile(r"^Stage '(?P<name>[^']+)' is cached - skipping run")
+_USER_ERROR = re.compile(r"^error: ")  # lower case: DVC's own lines say "ERROR: "
+_REPO_LOCK = "Unable to acquire lock"
+_RW_LOCK = re.compile(r"is busy, it is being blocked by")
+_BLOCKER = re.compile(r"\(PID (?P<pid>\d+)\): (?P<cmd>.*)")
+_DVC_ERROR = re.compile(r"^ERROR: (?P<text>.*)")
+# DVC's advice after each run (git add, autostage, dvc push): logged at debug level only.
+_DVC_HINT = re.compile(
+    r"^(To track the changes with git, run:|\s*git add |To enable auto staging, run:"
+    r"|\s*dvc config core\.autostage true|Use `dvc push` to send your updates)"
+)
+
+
+class PipelineFailure(Exception):
+    """A failure the flow reports as one line: `error: <str(self)>`."""
+
+
+class StageFailed(PipelineFailure):
+    """A stage's `dvc repro` failed. kind: user | dvc | lock | crash (see `classify_failure`)."""
+
+    TRANSIENT = ("lock", "crash")
+
+    def __init__(self, stage: str, kind: str, message: str):
+        super().__init__(stage, kind, message)
+        self.stage, self.kind, self.message = stage, kind, message
+
+    @property
+    def transient(self) -> bool:
+        return self.kind in self.TRANSIENT
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class StageResult:
+    stage: str
+    status: str  # ran | up to date | restored from run-cache
+    seconds: float
+    attempts: int
+
+
+# ----------------------------------------------------------------- reading DVC's view
+
+
+def check_params(root: Path) -> None:
+    """Validate params.yaml (or $PIPELINE_PARAMS, relative to the root like the stages read it)."""
+    path = Path(os.environ.get(PARAMS_FILE_ENV, DEFAULT_PARAMS_FILE))
+    path = path if path.is_absolute() else root / path
+    try:
+        load_params(path)
+    except ParamsError as err:
+        raise PipelineFailure(str(err)) from None
+
+
+def stage_order(root: Path) -> list[str]:
+    """The pipeline stages of the DVC repository at `root`, dependencies first.
+
+    Computed from DVC's stage graph (edges go from a stage to the stages it depends on), as a
+    topological order that keeps the order of the dvc.yaml files wherever the graph allows it:
+    a linear dvc.yaml comes out in file order, a stage declared before its dependency comes
+    after it. Stages from `.dvc` files (`dvc add`, imports) are data, not steps: left out.
+    """
+    import networkx as nx
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+    from dvc.stage import PipelineStage
+
+    try:
+        with Repo(str(root)) as repo:
+            graph = repo.index.graph
+            # data stages sort first (they never run), then the stages in dvc.yaml order
+            position = {stage: (isinstance(stage, PipelineStage), index)
+                        for index, stage in enumerate(repo.index.stages)}
+            ordered = nx.lexicographical_topological_sort(graph.reverse(copy=True), key=position.__getitem__)
+            names = [address(stage, repo.root_dir) for stage in ordered if isinstance(stage, PipelineStage)]
+    except DvcException as err:
+        raise PipelineFailure(f"{root}: dvc cannot read the pipeline: {one_line(err)}") from None
+    if not names:
+        raise PipelineFailure(f"{root}: dvc.yaml defines no stages")
+    return names
+
+
+def address(stage, root_dir: str) -> str:
+    """The stage's name for `dvc repro` run in the root: `name` in ./dvc.yaml, else `path:name`
+    (DVC's own `stage.addressing` is relative to the current directory, not to the root)."""
+    relative = os.path.relpath(stage.path, root_dir)
+    return stage.name if relative == "dvc.yaml" else f"{Path(relative).as_posix()}:{stage.name}"
+
+
+def one_line(err: BaseException) -> str:
+    """A DVC exception in one line, with the YAML problem and line number when that is the cause."""
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    cause = err.__cause__ or err.__context__
+    if cause is not None:
+        problem = getattr(cause, "problem", None) or (str(cause).strip().splitlines() or [""])[0]
+        mark = getattr(cause, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        text += f": {problem}{where}" if problem else ""
+    return text
+
+
+def stage_status(stage: str, lines: Iterable[str]) -> str:
+    """Did `dvc repro --single-item <stage>` run the command, or find it up to date?"""
+    for line in lines:
+        for pattern, status in ((_RAN, RAN), (_RESTORED, RESTORED), (_UP_TO_DATE, UP_TO_DATE)):
+            found = pattern.match(line)
+            if found and found["name"] == stage:
+                return status
+    return UP_TO_DATE  # nothing to do and nothing said: a frozen stage, for one
+
+
+def classify_failure(stage: str, root: Path, lines: list[str]) -> StageFailed:
+    """Name why `dvc repro --single-item <stage>` failed, from its output, in one line.
+
+    - lock:  another DVC process holds the repository lock or a lock on this stage's paths;
+    - user:  the stage printed `error: ...` (a mistake the user must fix; the line is kept);
+    - dvc:   DVC refused before the command ran (invalid dvc.yaml, missing dependency, ...);
+    - crash: the command failed without an `error:` line (killed, out of memory, a bug).
+    """
+    text = "\n".join(lines)
+    dvc_errors = [m["text"] for m in map(_DVC_ERROR.match, lines) if m]
+    if _REPO_LOCK in text or _RW_LOCK.search(text):
+        blocker = _BLOCKER.search(text)
+        held_by = f" (PID {blocker['pid']}: {blocker['cmd'].strip()})" if blocker else ""
+        lockfile = ".dvc/tmp/rwlock" if _RW_LOCK.search(text) else ".dvc/tmp/lock"
+        return StageFailed(
+            stage, "lock",
+            f"{stage}: another pipeline run holds the DVC lock of {root}{held_by}; wait for it to "
+            f"finish, or if no dvc process is running, remove {root / lockfile}",
+        )
+    user = [line for line in lines if _USER_ERROR.match(line)]
+    if user:
+        message = user[-1][len("error: "):].strip()
+        if not message.startswith(f"{stage}:"):
+            message = f"{stage}: {message}"
+        return StageFailed(stage, "user", message)
+    reason = dvc_errors[-1] if dvc_errors else "dvc repro failed with no message"
+    if not any(_RAN.match(line) for line in lines):
+        return StageFailed(stage, "dvc", f"{stage}: dvc: {reason}")
+    tail = [line for line in lines if line.strip() and not _DVC_ERROR.match(line)]
+    last = f"; last output: {tail[-1].strip()}" if tail else ""
+    return StageFailed(stage, "crash", f"{stage}: the stage's command failed ({reason}){last}")
+
+
+# ----------------------------------------------------------------- running one stage
+
+
+def output_lines(stream, progress_every: float = 10.0) -> Iterator[str]:
+    """The lines a child writes, as they come. Carriage-return redraws (progress bars) are
+    thinned to one every `progress_every` seconds; the last one before a newline is kept."""
+    pending, shown = b"", time.monotonic()
+    for chunk in iter(lambda: stream.read1(1 << 16), b""):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.rstrip(b"\r").rsplit(b"\r", 1)[-1].decode("utf-8", "replace")
+        last_cr = pending.rfind(b"\r")
+        if last_cr > 0 and time.monotonic() - shown >= progress_every:
+            yield pending[:last_cr].rsplit(b"\r", 1)[-1].decode("utf-8", "replace")
+            pending, shown = pending[last_cr:], time.monotonic()
+    if pending.strip(b"\r"):
+        yield pending.rstrip(b"\r").rsplit(b"\r", 1)[-1].decode("utf-8", "replace")
+
+
+def child_env() -> dict[str, str]:
+    """The caller's environment (HF_HUB_OFFLINE etc. pass through), with this interpreter's
+    bin directory first on PATH so a stage's `python -m tasks.x` runs in the same venv."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    if env.get("PATH", "").split(os.pathsep)[0] != bindir:
+        env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "")]).rstrip(os.pathsep)
+    env.setdefault("PYTHONUNBUFFERED", "1")  # stage output streams live, not at exit
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    return env
+
+
+def dvc_repro(root: Path, stage: str, force: bool, log: logging.LoggerAdapter) -> tuple[int, list[str]]:
+    """Run `dvc repro [--force] --single-item <stage>` in `root`, logging each output line."""
+    command = [sys.executable, "-m", "dvc", "repro", *(["--force"] if force else []), "--single-item", stage]
+    lines: list[str] = []
+    process = subprocess.Popen(
+        command, cwd=root, env=child_env(), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        for line in output_lines(process.stdout):
+            if line.strip():
+                lines.append(line)
+                level = logging.ERROR if _USER_ERROR.match(line) or _DVC_ERROR.match(line) else logging.INFO
+                log.log(logging.DEBUG if _DVC_HINT.match(line) else level, line)
+        return process.wait(), lines
+    except BaseException:  # cancelled or interrupted: stop dvc and its stage, let DVC clean up
+        for sig, grace in ((signal.SIGINT, 15), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(process.pid, sig)
+                process.wait(grace)
+                break
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+        raise
+    finally:
+        process.stdout.close()
+
+
+def retry_transient(_task, _task_run, state) -> bool:
+    """Prefect's retry_condition_fn: retry a lock collision or a crash, never a user error."""
+    try:
+        state.result()
+    except StageFailed as failure:
+        return failure.transient
+    except Exception:
+        return False
+    return False
+
+
+@task(
+    name="dvc-stage",
+    task_run_name="{stage}",
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,  # DVC decides what is stale; Prefect never caches a stage
+)
+def run_stage(root: str, stage: str, force: bool = False) -> dict[str, Any]:
+    from prefect.runtime import task_run
+
+    log = get_run_logger()
+    started = time.monotonic()
+    code, lines = dvc_repro(Path(root), stage, force, log)
+    if code != 0:
+        raise classify_failure(stage, Path(root), lines)
+    result = StageResult(stage, stage_status(stage, lines), round(time.monotonic() - started, 2), task_run.run_count)
+    log.info("stage %s: %s", stage, result.status)
+    return asdict(result)
+
+
+# ----------------------------------------------------------------- reports
+
+
+def flatten(data: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(key path, value) for every scalar leaf of a JSON document; lists and nulls are skipped."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from flatten(value, prefix + (str(key),))
+    elif isinstance(data, (bool, int, float)) or (isinstance(data, str) and len(data) <= 80):
+        yield prefix, data
+
+
+def rows_of(data: Any) -> list[tuple[str, str, Any]]:
+    """(model, metric, value) rows: the first key names the model (or the domain, the check),
+    the rest of the path the metric; a top-level scalar has no model ("-")."""
+    return [(path[0], ".".join(path[1:]), value) if len(path) > 1 else ("-", path[0] if path else "-", value)
+            for path, value in flatten(data)]
+
+
+def shown(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def markdown_table(header: tuple[str, ...], rows: Iterable[tuple]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(shown(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report_markdown(root: Path, results: list[dict]) -> str:
+    parts = ["# Transfer pipeline run", "", f"Workspace `{root}`", "", "## Stages", "",
+             markdown_table(("stage", "status", "seconds", "attempts"),
+                            [(r["stage"], r["status"], r["seconds"], r["attempts"]) for r in results])]
+    sections = [(title, rel, ("model", "metric", "value")) for title, rel in METRIC_FILES]
+    sections += [(DATA_REPORT[0], DATA_REPORT[1], ("domain", "count", "value")),
+                 (EXPORT_REPORT[0], EXPORT_REPORT[1], ("part", "figure", "value"))]
+    for title, rel, header in sections:
+        data = read_json(root / rel)
+        if data is None:
+            continue
+        parts += ["", f"## {title} (`{rel}`)", "", markdown_table(header, rows_of(data))]
+    return "\n".join(parts) + "\n"
+
+
+def summary_text(root: Path, results: list[dict], max_rows: int = 30) -> str:
+    """A short plain-text table for stdout: the stages, then the headline metrics."""
+    width = max([len("stage")] + [len(r["stage"]) for r in results])
+    lines = [f"{'stage':<{width}}  {'status':<23}  {'seconds':>8}  attempts"]
+    lines += [f"{r['stage']:<{width}}  {r['status']:<23}  {r['seconds']:>8.1f}  {r['attempts']}" for r in results]
+    rows = [(rel, *row) for _, rel in METRIC_FILES for row in rows_of(read_json(root / rel) or {})]
+    if rows:
+        shown_rows = [(rel, model, metric, shown(value)) for rel, model, metric, value in rows[:max_rows]]
+        widths = [max(len(row[i]) for row in shown_rows) for i in range(3)]
+        lines.append("")
+        lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3]
+                  for row in shown_rows]
+        if len(rows) > max_rows:
+            lines.append(f"... {len(rows) - max_rows} more rows in the Prefect artifact '{ARTIFACT_KEY}'")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- the flow
+
+
+@flow(name="transfer-pipeline", description="Every stage of dvc.yaml, in DAG order, through dvc repro.")
+def pipeline(root: str = ".", force: bool = False) -> list[dict]:
+    """Run each stage of the DVC pipeline at `root` (`force`: re-run even if up to date)."""
+    log = get_run_logger()
+    workspace = Path(root).resolve()
+    check_params(workspace)
+    stages = stage_order(workspace)
+    log.info("stages from dvc.yaml: %s", " -> ".join(stages))
+    results = [run_stage(str(workspace), stage, force) for stage in stages]
+    create_markdown_artifact(
+        key=ARTIFACT_KEY, markdown=report_markdown(workspace, results),
+        description=f"Stages and metrics of the transfer pipeline at {workspace}",
+    )
+    log.info("\n%s", summary_text(workspace, results))
+    return results
+
+
+class _NoTracebackForReportedFailures(logging.Filter):
+    """Prefect logs a failed task or flow with the traceback; for a failure that already says
+    everything in one line (a stage's error, a lock), the traceback is only noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], PipelineFailure):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+for _name in ("prefect.task_runs", "prefect.flow_runs"):
+    logging.getLogger(_name).addFilter(_NoTracebackForReportedFailures())
+
+
+def cli(argv: list[str] | None = None) -> tuple[int, str]:
+    """Run the flow as `python -m flows.pipeline` does; returns (exit code, what to print last:
+    the summary table, or the one line `error: ...`)."""
+    parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.split("\n")[0])
+    parser.add_argument("--root", default=".", help="the DVC repository (default: the current directory)")
+    parser.add_argument("--force", action="store_true", help="re-run every stage even if up to date")
+    args = parser.parse_args(argv)
+    root = Path(args.root).resolve()
+    try:
+        check_params(root)  # before Prefect starts anything
+        results = pipeline(root=str(root), force=args.force)
+    except PipelineFailure as err:
+        return 1, f"error: {err}"
+    return 0, summary_text(root, results)
+
+
+def _say_last(outcome: list[tuple[int, str]]) -> None:
+    for code, text in outcome:
+        print(text, file=sys.stdout if code == 0 else sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    outcome: list[tuple[int, str]] = []
+    # Registered before Prefect starts its temporary server, so it runs after the server's own
+    # exit handler ("Stopping temporary server ..."): the summary or the error line comes last.
+    atexit.register(_say_last, outcome)
+    code, text = cli(argv)
+    outcome.append((code, text))
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

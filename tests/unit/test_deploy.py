@@ -1,0 +1,88 @@
+"""`python -m flows.deploy --print`: the deployment it would serve, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from flows import deploy
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    return tmp_path
+
+
+def printed(capsys, *args: str) -> dict:
+    deploy.main(["--print", *args])
+    return json.loads(capsys.readouterr().out)
+
+
+def failed(capsys, *args: str) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        deploy.main(["--print", *args])
+    assert exit_.value.code == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_default_is_nightly_one_run_at_a_time(capsys, root: Path):
+    spec = printed(capsys, "--root", str(root))
+    assert spec["schedule"] == {"cron": "0 3 * * *", "timezone": "UTC"}
+    assert spec["concurrency_limit"] == 1 and spec["collision_strategy"] == "CANCEL_NEW"
+    assert spec["flow"] == "transfer-pipeline" and spec["entrypoint"] == "flows.pipeline.pipeline"
+    assert spec["parameters"] == {"root": str(root.resolve()), "force": False}
+    runs = [datetime.fromisoformat(run) for run in spec["next_runs"]]
+    assert len(runs) == 3 and runs == sorted(runs)
+    assert all((run.hour, run.minute, run.utcoffset().total_seconds()) == (3, 0, 0) for run in runs)
+
+
+def test_cron_and_timezone_are_parsed(capsys, root: Path):
+    spec = printed(capsys, "--root", str(root), "--cron", "*/15 6-7 * * 1-5", "--timezone", "Europe/Paris",
+                   "--name", "weekday-mornings")
+    assert spec["name"] == "weekday-mornings"
+    assert spec["schedule"] == {"cron": "*/15 6-7 * * 1-5", "timezone": "Europe/Paris"}
+    for run in map(datetime.fromisoformat, spec["next_runs"]):
+        assert run.minute in (0, 15, 30, 45) and run.hour in (6, 7) and run.isoweekday() <= 5
+        assert run.utcoffset().total_seconds() in (3600, 7200)
+
+
+def test_next_runs_from_a_fixed_time():
+    now = datetime(2025, 1, 31, 12, 0, tzinfo=timezone.utc)
+    assert deploy.next_runs("0 3 * * *", "UTC", now=now) == [
+        "2025-02-01T03:00:00+00:00", "2025-02-02T03:00:00+00:00", "2025-02-03T03:00:00+00:00"]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--cron", "0 3 * *"], "error: --cron '0 3 * *': Invalid cron string"),
+    (["--cron", "61 3 * * *"], "error: --cron '61 3 * * *': Invalid cron string"),
+    (["--timezone", "Mars/Olympus"], "error: --timezone 'Mars/Olympus': Invalid timezone"),
+    (["--image", "registry/pipeline:1"], "error: --image needs --work-pool"),
+])
+def test_bad_arguments_are_one_line(capsys, root: Path, args: list[str], expected: str):
+    assert failed(capsys, "--root", str(root), *args).startswith(expected)
+
+
+def test_root_without_dvc_yaml(capsys, tmp_path: Path):
+    assert failed(capsys, "--root", str(tmp_path)) == f"error: --root '{tmp_path}': no dvc.yaml there"
+
+
+def test_module_cli(tmp_path: Path, root: Path):
+    done = subprocess.run([sys.executable, "-m", "flows.deploy", "--print", "--root", str(root)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["concurrency_limit"] == 1
+    bad = subprocess.run([sys.executable, "-m", "flows.deploy", "--print", "--cron", "bad"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and bad.stderr.strip() == "error: --cron 'bad': Invalid cron string: \"bad\""
