@@ -126,7 +126,7 @@ def run(p: Params, paths: Paths) -> dict:
         result = {"train_rows": len(train_rows), "features": fit_features_head(model, train_rows, tokenizer, p.seed)}
     else:
         model, result = train_classifier(model, splits, tokenizer, ft, p, paths, "finetune", ft.target_budget)
-    result.update(strategy=ft.strategy, target_budget=ft.target_budget,
+    result.update(strategy=ft.strategy, target_budget=ft.target_budget, learning_rate=ft.learning_rate,
                   trainable_parameters=sum(q.numel() for q in model.parameters() if q.requires_grad))
     save_model(model, tokenizer, paths.target_model, {"finetune.json": result})
     return result

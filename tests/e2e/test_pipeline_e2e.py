@@ -84,5 +84,7 @@ def test_dvc_repro_then_flow_reruns_nothing_then_exp_run(project):
 
     run([sys.executable, "-m", "dvc", "exp", "run", "-S", "finetune.learning_rate=3e-5"], root, env)
     after = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
-    assert after["finetune"]["params"]["params.yaml"]["finetune"]["learning_rate"] == 3e-5
+    # DVC writes `3e-5` back as YAML 1.1 reads it (a string); the schema reads it as the float.
+    assert float(after["finetune"]["params"]["params.yaml"]["finetune"]["learning_rate"]) == 3e-5
+    assert json.loads((root / "models/target/finetune.json").read_text())["learning_rate"] == 3e-5
     assert after["pretrain"] == yaml.safe_load(lock)["stages"]["pretrain"], "pretrain must not re-run"
