@@ -5,7 +5,7 @@
   2. the same DAG at `finetune.target_budget=200` through `dvc exp run -S` (only the stages
      that depend on the budget re-run).
 
-Usage:  .venv/bin/python -m bench.transfer_figures [--budget 200] [--keep]
+Usage:  make bench   (or: .venv/bin/python -m bench.transfer_figures [--budget 200] with the venv on PATH)
 It clears the pipeline outputs first (not the DVC cache) and restores params.yaml at the end.
 Prints a markdown table and writes bench/results/transfer_figures.json.
 """

@@ -68,7 +68,7 @@ def new_classifier(
             num_hidden_layers=scratch.layers,
             num_attention_heads=scratch.heads,
             intermediate_size=scratch.intermediate_size,
-            max_position_embeddings=max(512, tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else 512),
+            max_position_embeddings=max(512, tokenizer.model_max_length),  # scratch: tokenize.max_length
             pad_token_id=tokenizer.pad_token_id,
             num_labels=len(labels),
             **label_maps(labels),

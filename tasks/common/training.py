@@ -24,6 +24,7 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
+from tasks.common.errors import PipelineError
 from tasks.common.metrics import trainer_metrics
 from tasks.params import TrainParams
 
@@ -32,8 +33,6 @@ FINGERPRINT_FILE = "run_fingerprint.json"
 
 def pick_device(preference: str) -> torch.device:
     if preference == "cuda" and not torch.cuda.is_available():
-        from tasks.common.errors import PipelineError
-
         raise PipelineError("device: 'cuda' requested but no CUDA device is available (use auto or cpu)")
     if preference in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda")
