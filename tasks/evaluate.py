@@ -117,6 +117,10 @@ def transfer_summary(scores: dict, p: Params, notes: dict) -> dict:
 
 
 def run(p: Params, paths: Paths) -> dict:
+    if p.task.kind == "translation":  # same stage, encoder-decoder work
+        from tasks.translation import evaluate as translation
+
+        return translation.run(p, paths)
     _, tokenizer = load_tokenized(paths, "target")
     check_handoff(paths.target_model, tokenizer, p.task.labels)
     rows = test_rows(paths)

@@ -285,6 +285,10 @@ def remove_stale(paths: Paths) -> None:
 
 
 def run(p: Params, paths: Paths) -> dict:
+    if p.task.kind == "translation":  # same stage, encoder-decoder work
+        from tasks.translation import export as translation
+
+        return translation.run(p, paths)
     check_target(paths.target_model, p.task.labels)
     texts = parity_texts(paths, p.export.parity_samples)
     model, tokenizer = load_target(paths.target_model)

@@ -116,6 +116,10 @@ def train_classifier(
 
 
 def run(p: Params, paths: Paths) -> dict:
+    if p.task.kind == "translation":  # same stage, encoder-decoder work
+        from tasks.translation import finetune as translation
+
+        return translation.run(p, paths)
     splits, tokenizer = load_tokenized(paths, "target")
     check_handoff(paths.source_model, tokenizer, p.task.labels)
     model = load_classifier(paths.source_model, p.task.labels)

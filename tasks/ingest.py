@@ -658,6 +658,10 @@ def prepare_domain(name: str, p: Params, paths: Paths) -> Domain:
 
 def run(p: Params, paths: Paths) -> dict:
     """Read, label, clean, split and write both domains; returns the report (reports/data.json)."""
+    if p.task.kind == "translation":  # same stage, encoder-decoder work
+        from tasks.translation import ingest as translation
+
+        return translation.run(p, paths)
     check_rules(p)
     source, target = (prepare_domain(name, p, paths) for name in DOMAINS)
     remove_cross_domain_leaks(source, target)

@@ -27,9 +27,14 @@ class Strict(BaseModel):
 # ---------------------------------------------------------------- task / data
 
 
+TaskKind = Literal["classification", "translation"]
+
+
 class TaskParams(Strict):
-    kind: Literal["classification"] = "classification"
-    # Class names, in the order of the model's output logits.
+    # classification: text -> one of `labels`; translation: source sentence -> target sentence
+    # (the languages are each data section's `languages`). Every stage dispatches on this.
+    kind: TaskKind = "classification"
+    # Class names, in the order of the model's output logits (classification only).
     labels: list[str] = Field(default_factory=lambda: ["negative", "positive"], min_length=2)
 
     @model_validator(mode="after")
@@ -40,8 +45,35 @@ class TaskParams(Strict):
 
 
 class Columns(Strict):
-    text: str = "text"
-    label: str = "label"
+    text: str = "text"  # classification
+    label: str = "label"  # classification
+    # translation, tsv/jsonl/parquet/hf: the two sides' columns (None: the language codes,
+    # e.g. `en` and `de`; an HF dataset with a `translation` dict column needs neither).
+    source: Optional[str] = None
+    target: Optional[str] = None
+
+
+class LanguagePair(Strict):
+    """Translation direction of one data section, e.g. en -> de."""
+
+    src: str = Field(..., pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,15}$")
+    tgt: str = Field(..., pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,15}$")
+
+    @model_validator(mode="after")
+    def _two_languages(self) -> "LanguagePair":
+        if self.src == self.tgt:
+            raise ValueError(f"src and tgt are the same language {self.src!r}")
+        return self
+
+
+class SplitNames(Strict):
+    """Predefined splits: the name each of our splits has in the source (a file stem such as
+    `test_2016_flickr` for `<path>/test_2016_flickr.<lang>.gz`, or an HF split name). Without
+    them the rows are split at random (data.split fractions)."""
+
+    train: str = "train"
+    val: str = "val"
+    test: str = "test"
 
 
 class LabelRule(Strict):
@@ -64,13 +96,19 @@ class LabelRule(Strict):
 class SourceSpec(Strict):
     # A local file or directory (csv/tsv/jsonl/parquet), an http(s) URL (then `sha256` is
     # required), or, with format "hf", a datasets id or a local dataset directory.
+    # Translation also takes format "text": line-aligned files `<path>/<split>.<lang>[.gz]`
+    # (with `splits`) or `<path>.<lang>[.gz]` (without), one sentence a line.
     path: str
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "hf"] = "auto"
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "hf", "text"] = "auto"
     sha256: Optional[str] = Field(None, pattern=r"^[0-9a-f]{64}$")
     hf_split: Optional[str] = None  # for format "hf": which split to read (all when None)
     columns: Columns = Columns()
     label_rule: LabelRule = LabelRule()
-    max_rows: Optional[int] = Field(None, ge=1)  # read at most this many rows (tests, smoke runs)
+    # Read at most this many rows (tests, smoke runs). With predefined `splits` it caps the
+    # train split only: val and test stay whole, so the frozen test split never changes.
+    max_rows: Optional[int] = Field(None, ge=1)
+    languages: Optional[LanguagePair] = None  # translation: this section's direction, e.g. {src: en, tgt: de}
+    splits: Optional[SplitNames] = None  # predefined splits instead of a random split
 
     @model_validator(mode="after")
     def _urls_are_pinned(self) -> "SourceSpec":
@@ -89,6 +127,8 @@ class DataParams(Strict):
     target: SourceSpec
     split: SplitParams = SplitParams()
     min_chars: int = Field(1, ge=1)  # shorter texts are quarantined as empty
+    # translation: a pair with a side longer than this many words is quarantined as over-long
+    max_words: int = Field(100, ge=1)
 
 
 # ---------------------------------------------------------------- model / tokenize
@@ -100,6 +140,9 @@ class ScratchConfig(Strict):
     heads: int = Field(2, ge=1, le=64)
     intermediate_size: int = Field(512, ge=16)
     vocab_size: int = Field(8000, ge=500, le=250_000)
+    # translation (encoder-decoder): decoder depth; None = `layers`
+    decoder_layers: Optional[int] = Field(None, ge=1, le=48)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> "ScratchConfig":
@@ -118,6 +161,9 @@ class ModelParams(Strict):
 class TokenizeParams(Strict):
     max_length: int = Field(128, ge=8, le=4096)
     batch_size: int = Field(1000, ge=1)  # rows per datasets.map batch
+    # translation with init scratch: the shared subword vocabulary trained over every language
+    # of the run (size: model.scratch.vocab_size)
+    subword: Literal["bpe", "unigram"] = "bpe"
 
 
 # ---------------------------------------------------------------- training
@@ -132,6 +178,8 @@ class TrainParams(Strict):
     weight_decay: float = Field(0.01, ge=0.0)
     eval_steps: int = Field(100, ge=1)  # evaluate (and checkpoint) every N steps
     early_stopping_patience: int = Field(3, ge=0)  # evaluations without improvement; 0 = off
+    lr_scheduler: Literal["linear", "cosine", "inverse_sqrt", "constant_with_warmup"] = "linear"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _zero_steps(self) -> "TrainParams":
@@ -149,8 +197,10 @@ class PretrainParams(TrainParams):
 
 
 class FinetuneParams(TrainParams):
-    strategy: Literal["full", "freeze_bottom", "head_only", "features", "llrd"] = "full"
-    freeze_layers: int = Field(2, ge=0)  # freeze_bottom: embeddings + this many bottom layers
+    # classification: full | freeze_bottom | head_only | features | llrd
+    # translation: full | freeze_bottom (embeddings + bottom encoder layers) | freeze_encoder
+    strategy: Literal["full", "freeze_bottom", "head_only", "features", "llrd", "freeze_encoder"] = "full"
+    freeze_layers: int = Field(2, ge=0)  # freeze_bottom: embeddings + this many bottom (encoder) layers
     llrd_decay: float = Field(0.8, gt=0.0, le=1.0)  # llrd: lr multiplier per layer going down
     target_budget: Optional[int] = Field(None, ge=2)  # labelled target examples used; None = all
 
@@ -159,18 +209,37 @@ class TargetOnlyParams(TrainParams):
     """The fair baseline: same init, no source stage, its own learning rate and steps."""
 
 
+class GenerationParams(Strict):
+    """Decoding for translation (evaluate and the exported runtime)."""
+
+    num_beams: int = Field(5, ge=1, le=32)  # 1 = greedy; evaluate scores both greedy and beam
+    max_new_tokens: int = Field(128, ge=1, le=1024)
+    no_repeat_ngram_size: int = Field(0, ge=0)  # beam: repetition guard (0 = off)
+    repetition_penalty: float = Field(1.0, ge=1.0, le=10.0)  # beam: > 1 discourages repeats
+    length_penalty: float = Field(1.0, ge=0.0, le=5.0)
+
+
 class EvaluateParams(Strict):
     baselines: list[Literal["target_only", "zero_shot", "vader"]] = Field(
         default_factory=lambda: ["target_only", "zero_shot", "vader"]
     )
     target_only: TargetOnlyParams = TargetOnlyParams()
     batch_size: int = Field(64, ge=1)
+    generation: GenerationParams = GenerationParams()  # translation
+    # translation: fine-tune again at each of these target budgets for the learning-curve plot
+    # (empty: only the run's own budget)
+    curve_budgets: list[int] = Field(default_factory=list)
+    samples: int = Field(20, ge=0)  # translation: sample translations written to metrics/samples.json
+    test_rows: Optional[int] = Field(None, ge=1)  # score only the first N test rows (None = all)
 
 
 class ExportParams(Strict):
     opset: int = Field(17, ge=17, le=23)
     parity_samples: int = Field(200, ge=1)  # validation texts compared against PyTorch
     parity_tolerance: float = Field(1e-3, gt=0.0)  # max abs logit difference allowed
+
+
+TRANSLATION_STRATEGIES = ("full", "freeze_bottom", "freeze_encoder")
 
 
 class Params(Strict):
@@ -185,6 +254,22 @@ class Params(Strict):
     evaluate: EvaluateParams = EvaluateParams()
     export: ExportParams = ExportParams()
 
+    @model_validator(mode="after")
+    def _fits_the_task_kind(self) -> "Params":
+        if self.task.kind == "translation":
+            for name, spec in (("source", self.data.source), ("target", self.data.target)):
+                if spec.languages is None:
+                    raise ValueError(f"data.{name}.languages is required for task.kind translation (e.g. {{src: en, tgt: de}})")
+            if self.finetune.strategy not in TRANSLATION_STRATEGIES:
+                raise ValueError(f"finetune.strategy {self.finetune.strategy!r} is for classification; translation takes {list(TRANSLATION_STRATEGIES)}")
+            if self.pretrain.mode != "supervised":
+                raise ValueError(f"pretrain.mode {self.pretrain.mode!r}: translation pretrains on the source pair (supervised)")
+            if "vader" in self.evaluate.baselines:
+                raise ValueError("evaluate.baselines: vader scores sentiment, not translation")
+        elif self.finetune.strategy == "freeze_encoder":
+            raise ValueError("finetune.strategy 'freeze_encoder' is for translation; classification has head_only")
+        return self
+
 
 # ---------------------------------------------------------------- loading
 
@@ -197,13 +282,15 @@ def describe_error(err: ValidationError, source: str) -> str:
     """One line: the file, the dotted field and the offending value."""
     first = err.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"]
+    message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key"
     value = first.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
     more = len(err.errors()) - 1
     suffix = f"; and {more} more problem(s)" if more else ""
+    if not first["loc"]:  # a cross-field rule: its message names the fields itself
+        return f"{source}: {message}{suffix}"
     return f"{source}: {field}: {message}{shown}{suffix}"
 
 

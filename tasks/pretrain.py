@@ -84,6 +84,10 @@ def run_mlm(p: Params, paths: Paths, splits: DatasetDict, tokenizer, max_steps: 
 
 
 def run(p: Params, paths: Paths) -> dict:
+    if p.task.kind == "translation":  # same stage, encoder-decoder work
+        from tasks.translation import pretrain as translation
+
+        return translation.run(p, paths)
     splits, tokenizer = load_tokenized(paths, "source")
     mode = p.pretrain.mode
     log: dict = {"mode": mode, "init": p.model.init, "source_train_rows": len(splits["train"])}

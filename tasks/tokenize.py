@@ -99,6 +99,10 @@ def length_stats(dataset: Dataset, max_length: int) -> dict:
 
 
 def run(p: Params, paths: Paths) -> dict:
+    if p.task.kind == "translation":  # same stage, encoder-decoder work
+        from tasks.translation import tokenize as translation
+
+        return translation.run(p, paths)
     prepared = load_prepared(paths)
     tokenizer = build_tokenizer(p, prepared["source"]["train"])
     report: dict = {"tokenizer": p.model.init, "vocab_size": len(tokenizer), "max_length": p.tokenize.max_length}

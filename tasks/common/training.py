@@ -72,6 +72,8 @@ def training_arguments(job: TrainJob) -> TrainingArguments:
         max_steps=p.max_steps,
         warmup_steps=p.warmup_ratio,  # a float < 1 is read as a ratio of the total steps
         weight_decay=p.weight_decay,
+        lr_scheduler_type=p.lr_scheduler,
+        label_smoothing_factor=p.label_smoothing,
         eval_strategy="steps" if evaluate else "no",
         eval_steps=p.eval_steps,
         save_strategy="steps",
