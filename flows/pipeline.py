@@ -45,7 +45,7 @@ RETRY_DELAYS = [5, 30]  # seconds before the 1st and the 2nd retry
 
 # Files the artifact reads when they exist, under the repository root: (title, path).
 METRIC_FILES = [
-    ("Classification metrics", "metrics/classification.json"),
+    ("Scores on the frozen test split", "metrics/scores.json"),
     ("Transfer", "metrics/transfer.json"),
 ]
 DATA_REPORT = ("Data (rows kept, dropped and why)", "reports/data.json")

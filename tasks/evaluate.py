@@ -1,14 +1,15 @@
 """Score the fine-tuned model on the frozen target test split against baselines on the same
 split: target_only (same init, no source stage, its own lr and steps), zero_shot (the source
 model as it is, when its labels agree) and vader (rule-based sentiment). Writes
-metrics/classification.json, metrics/transfer.json and the DVC plots."""
+metrics/scores.json, metrics/transfer.json, reports/evaluate/predictions.jsonl (every test row
+with each model's label, for error analysis) and the DVC plots."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from tasks.common.errors import HandoffError, user_errors
-from tasks.common.io import read_json, read_jsonl, write_json_atomic
+from tasks.common.io import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
 from tasks.common.metrics import classification_metrics, confusion_counts, confusion_rows
 from tasks.common.models import (
     check_handoff,
@@ -116,6 +117,15 @@ def transfer_summary(scores: dict, p: Params, notes: dict) -> dict:
     }
 
 
+def prediction_rows(rows: list[dict], predictions: dict, labels: list[str]) -> list[dict]:
+    """One row per test example: its text, the true label and every model's label."""
+    return [
+        {"id": row["id"], "text": row["text"], "label": row["label"],
+         **{name: labels[int(pred[i])] for name, pred in predictions.items()}}
+        for i, row in enumerate(rows)
+    ]
+
+
 def run(p: Params, paths: Paths) -> dict:
     if p.task.kind == "translation":  # same stage, encoder-decoder work
         from tasks.translation import evaluate as translation
@@ -134,7 +144,8 @@ def run(p: Params, paths: Paths) -> dict:
     scores = {name: classification_metrics(truth, pred, p.task.labels) for name, pred in predictions.items()}
     scores["transfer"]["confusion_matrix"] = confusion_counts(truth, predictions["transfer"], p.task.labels)
     summary = transfer_summary(scores, p, notes)
-    write_json_atomic(paths.metrics / "classification.json", scores)
+    write_json_atomic(paths.metrics / "scores.json", scores)
+    write_jsonl_atomic(paths.evaluate_reports / "predictions.jsonl", prediction_rows(rows, predictions, p.task.labels))
     write_json_atomic(paths.metrics / "transfer.json", summary)
     write_json_atomic(paths.plots / "confusion.json", confusion_rows(truth, predictions["transfer"], p.task.labels))
     write_json_atomic(paths.plots / "learning_curve.json", learning_curve(paths))

@@ -78,5 +78,10 @@ class Paths:
         return self.root / "metrics"
 
     @property
+    def evaluate_reports(self) -> Path:
+        # per-row predictions (and translation samples): a directory so each kind writes its own files
+        return self.root / "reports" / "evaluate"
+
+    @property
     def plots(self) -> Path:
         return self.root / "plots"

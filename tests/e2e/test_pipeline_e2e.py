@@ -67,7 +67,7 @@ def test_dvc_repro_then_flow_reruns_nothing_then_exp_run(project):
 
     data = json.loads((root / "reports/data.json").read_text())
     assert data["target"]["splits"]["test"]["rows"] > 0 and data["source"]["rows_read"] == 200
-    scores = json.loads((root / "metrics/classification.json").read_text())
+    scores = json.loads((root / "metrics/scores.json").read_text())
     assert set(scores) >= {"transfer", "target_only", "zero_shot", "vader"}
     for name, figures in scores.items():
         assert 0.0 <= figures["f1_macro"] <= 1.0 and figures["support"] > 0, name

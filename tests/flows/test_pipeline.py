@@ -44,7 +44,7 @@ text = "".join(Path(path).read_text() for path in inputs) + name + "\\n"
 Path(f"out/{name}.txt").write_text(text)
 if name == "evaluate":
     for path, data in {
-        "metrics/classification.json": {"transfer": {"f1_macro": 0.8123, "support": 40},
+        "metrics/scores.json": {"transfer": {"f1_macro": 0.8123, "support": 40},
                                         "target_only": {"f1_macro": 0.6543, "support": 40}},
         "metrics/transfer.json": {"transfer": 0.8123, "gain_over": {"target_only": 0.158}},
         "reports/data.json": {"source": {"rows_read": 200, "kept": 187}, "target": {"rows_read": 200}},
@@ -54,7 +54,7 @@ if name == "evaluate":
         Path(path).write_text(json.dumps(data))
 '''
 
-METRICS = [{"metrics/classification.json": {"cache": False}}, {"metrics/transfer.json": {"cache": False}},
+METRICS = [{"metrics/scores.json": {"cache": False}}, {"metrics/transfer.json": {"cache": False}},
            {"reports/data.json": {"cache": False}}, {"metrics/export.json": {"cache": False}}]
 
 

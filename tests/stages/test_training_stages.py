@@ -199,7 +199,7 @@ def test_evaluate_scores_transfer_and_every_baseline_on_the_test_split(workspace
     p = params()
     finetune.run(p, workspace)
     summary = evaluate.run(p, workspace)
-    scores = read_json(workspace.metrics / "classification.json")
+    scores = read_json(workspace.metrics / "scores.json")
     test_size = len(read_jsonl(workspace.split_file("target", "test")))
     assert set(scores) == {"transfer", "target_only", "zero_shot", "vader"}
     for name, figures in scores.items():
@@ -212,6 +212,10 @@ def test_evaluate_scores_transfer_and_every_baseline_on_the_test_split(workspace
     assert len(read_json(workspace.plots / "confusion.json")) == test_size
     assert (workspace.baselines / "target_only" / "model.safetensors").exists()
     assert read_json(workspace.metrics / "transfer.json") == summary
+    predictions = read_jsonl(workspace.evaluate_reports / "predictions.jsonl")
+    assert len(predictions) == test_size and {"transfer", "target_only", "vader"} <= set(predictions[0])
+    assert sum(r["transfer"] == r["label"] for r in predictions) / test_size == pytest.approx(
+        scores["transfer"]["accuracy"])
 
 
 def test_vader_baseline_is_the_real_rule_based_scorer():
