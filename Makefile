@@ -13,7 +13,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup data run repro test bench clean
+.PHONY: setup data run repro translation test bench clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,13 @@ run: data
 # The same DAG straight through DVC.
 repro: data
 	$(VENV)/bin/dvc repro
+
+# The translation demo (en->de -> en->fr, Multi30k) in a workspace of its own, runs/translation:
+# its own params.yaml (from demos/translation.yaml), dvc.lock, data and models.
+TRANSLATION := runs/translation
+translation: data
+	$(PY) -m flows.workspace $(TRANSLATION) --params demos/translation.yaml
+	cd $(TRANSLATION) && $(CURDIR)/$(PY) -m flows.pipeline
 
 # pytest's exit code 5 means no test ran: that is a failure, not a pass.
 test: setup

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows import workspace
+
 REPO = Path(__file__).resolve().parents[2]
-COPIED = ["tasks", "flows", "dvc.yaml", ".dvcignore"]
 STAGES = ["ingest", "tokenize", "pretrain", "finetune", "evaluate", "export"]
 
 
@@ -40,22 +40,14 @@ def run(command: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, movie_file, amazon_file) -> tuple[Path, dict]:
-    root = tmp_path_factory.mktemp("project")
-    for name in COPIED:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, root / name)
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(movie_file, amazon_file), sort_keys=False))
-    (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
+    base = tmp_path_factory.mktemp("classification")
+    params_file = base / "tiny.yaml"
+    params_file.write_text(yaml.safe_dump(tiny_params(movie_file, amazon_file), sort_keys=False))
+    root = workspace.create(base / "ws", params_file)
     env = dict(os.environ, PYTHONPATH=str(root), PREFECT_HOME=str(root / ".prefect"),
                PREFECT_SERVER_ANALYTICS_ENABLED="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     env.pop("PREFECT_API_URL", None)
-    for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
-                    ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        run(command, root, env)
     return root, env
 
 

@@ -1,0 +1,82 @@
+"""The real thing for task.kind translation, small: a workspace made by `flows.workspace` from
+demos/translation.yaml shrunk to 300 Multi30k pairs and a 2-layer model, `dvc repro` over the six
+stages, then the real Prefect flow (nothing re-runs, dvc.lock unchanged)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows import workspace
+
+REPO = Path(__file__).resolve().parents[2]
+STAGES = ["ingest", "tokenize", "pretrain", "finetune", "evaluate", "export"]
+
+
+def tiny_translation_params(multi30k: Path) -> dict:
+    params = yaml.safe_load((REPO / "demos/translation.yaml").read_text())
+    for domain in ("source", "target"):
+        params["data"][domain].update(path=str(multi30k), max_rows=300)
+    params["model"]["scratch"] = {"layers": 2, "decoder_layers": 2, "hidden_size": 32, "heads": 2,
+                                  "intermediate_size": 64, "vocab_size": 1000, "dropout": 0.1}
+    params["tokenize"]["max_length"] = 48
+    for section in (params["pretrain"], params["finetune"], params["evaluate"]["target_only"]):
+        section.update(max_steps=6, eval_steps=3, learning_rate=3e-3, batch_size=16)
+    params["evaluate"].update(test_rows=24, samples=5, curve_budgets=[100])
+    params["evaluate"]["generation"].update(num_beams=2, max_new_tokens=12)
+    params["export"]["parity_samples"] = 12
+    return params
+
+
+def run(command: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, multi30k_dir) -> tuple[Path, dict]:
+    base = tmp_path_factory.mktemp("translation")
+    params_file = base / "tiny.yaml"
+    params_file.write_text(yaml.safe_dump(tiny_translation_params(multi30k_dir), sort_keys=False))
+    root = workspace.create(base / "ws", params_file)
+    env = dict(os.environ, PYTHONPATH=str(root), PREFECT_HOME=str(root / ".prefect"),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.pop("PREFECT_API_URL", None)
+    return root, env
+
+
+def test_translation_through_dvc_repro_then_the_flow(project):
+    root, env = project
+    run([sys.executable, "-m", "dvc", "repro"], root, env)
+    lock = (root / "dvc.lock").read_text()
+    assert set(yaml.safe_load(lock)["stages"]) == set(STAGES)
+
+    data = json.loads((root / "reports/data.json").read_text())
+    assert data["target"]["splits"]["test"]["rows"] == 1000, "the frozen test split stays whole"
+    scores = json.loads((root / "metrics/scores.json").read_text())
+    assert set(scores) >= {"transfer", "target_only", "zero_shot"}
+    for name, by_decoding in scores.items():
+        for decoding in ("greedy", "beam"):
+            assert 0.0 <= by_decoding[decoding]["bleu"] <= 100.0, (name, decoding)
+            assert 0.0 <= by_decoding[decoding]["chrf"] <= 100.0, (name, decoding)
+    transfer = json.loads((root / "metrics/transfer.json").read_text())
+    assert transfer["gain_over"]["target_only"]["bleu"] == pytest.approx(
+        transfer["transfer"] - transfer["baselines"]["target_only"])
+    predictions = (root / "reports/evaluate/predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == 24
+    assert json.loads((root / "plots/budget_curve.json").read_text()), "the budget curve has points"
+    manifest = json.loads((root / "models/onnx/manifest.json").read_text())
+    assert manifest["kind"] == "translation" and manifest["opset"] >= 17
+    assert {"encoder.onnx", "decoder.onnx", "decoder_with_past.onnx"} <= set(os.listdir(root / "models/onnx"))
+
+    flow = run([sys.executable, "-m", "flows.pipeline"], root, env)
+    assert (root / "dvc.lock").read_text() == lock, "the flow after dvc repro must change nothing"
+    assert "Running stage" not in flow.stdout + flow.stderr
