@@ -1,0 +1,531 @@
+"""Ingest for translation: read both language pairs, clean, deduplicate, split and write them.
+
+Writes `data/prepared/{source,target}/{train,val,test}.jsonl` (rows {"id", "src", "tgt",
+"src_lang", "tgt_lang"}, see tasks/translation/__init__.py), `data/prepared/quarantine.jsonl`
+(every bad pair with its file, row and reason) and `reports/data.json`, whose counts add up per
+section:
+
+    rows_read == kept + quarantined + duplicates + leakage_removed
+
+Inputs per section (`data.source`, `data.target`), by `format`:
+- "text": two line-aligned files per split, plain or .gz: `<path>/<name>.<lang>[.gz]` with
+  `splits` (path is a directory), `<path>.<lang>[.gz]` without (then a seeded random split);
+- "tsv" / "csv" / "jsonl" / "parquet" (or "auto" by suffix): a file, a directory of them, or an
+  http(s) URL pinned by sha256; with `splits`, a directory holding `<name>.<ext>` per split;
+  columns `columns.source` / `columns.target`, defaulting to the language codes;
+- "hf": a `save_to_disk` directory or a hub id; a `translation` dict column {lang: text} or
+  plain columns; `splits` name the HF splits.
+
+With predefined splits `max_rows` caps the train split only: val and test stay whole, so the
+frozen test split never changes. Reading and fetching reuse tasks/ingest.py.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, NamedTuple, Optional
+
+from tasks.common.errors import DataError, ParamsError
+from tasks.common.io import sha256_file
+from tasks.common.paths import DOMAINS, SPLITS, Paths
+from tasks.ingest import (
+    Bad,
+    Record,
+    clean_text,
+    data_files,
+    decoded_lines,
+    is_url,
+    json_safe,
+    leak_key,
+    load_hf_splits,
+    read_records,
+    write_outputs,
+    record_id,
+    resolve_input,
+    sha256_dir,
+)
+from tasks.params import Columns, Params, SourceSpec, SplitParams
+
+# Every reason a pair can be quarantined for; the report lists each, zeros included, so
+# `dvc metrics diff` compares like with like. The first four come from the shared readers.
+QUARANTINE_KINDS = (
+    "undecodable", "malformed_row", "wrong_field_count", "bad_json",
+    "empty_source", "empty_target", "over_long",
+)
+LEAKAGE_KINDS = ("train_vs_test", "train_vs_val", "source_train_vs_target_test")
+TRANSLATION_COLUMN = "translation"  # the HF convention: one dict column {lang: sentence}
+ALL = "all"  # the bucket name of rows read before a random split
+
+
+# ---------------------------------------------------------------- pairs and sections
+
+
+@dataclass
+class Pair:
+    """One pair as read; `problem` is set when reading already found it bad."""
+
+    file: str  # where the source side came from (file, URL or dataset[split]), as the user wrote it
+    row: int  # 1-based line number in text files, else the row number the reader gives
+    id: str
+    src: Any
+    tgt: Any
+    tgt_file: Optional[str] = None  # text format: the target side's own file
+    problem: Optional[Bad] = None
+
+
+class Flaw(NamedTuple):
+    """Why a pair is quarantined, and which side (its file) the reason concerns."""
+
+    bad: Bad
+    side: str  # "source" or "target"
+
+
+@dataclass
+class Kept:
+    id: str
+    src: str
+    tgt: str
+    src_lang: str
+    tgt_lang: str
+    order: int  # position in the input: outputs keep input order, so they are easy to diff
+
+    def output(self) -> dict:
+        """The prepared row of the contract (tasks/translation/__init__.py)."""
+        return {"id": self.id, "src": self.src, "tgt": self.tgt, "src_lang": self.src_lang, "tgt_lang": self.tgt_lang}
+
+
+@dataclass
+class Section:
+    """One data section (a language pair) on its way through the stage. `name`, `spec` and
+    `input` are what tasks.ingest.resolve_input reads and fills."""
+
+    name: str  # "source" or "target"
+    spec: SourceSpec
+    input: dict = field(default_factory=dict)
+    read: dict = field(default_factory=dict)  # bucket -> {"files": [...], "rows": n, ...}
+    buckets: dict[str, list[Kept]] = field(default_factory=dict)  # split (or ALL) -> kept pairs
+    quarantined: list[dict] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+    splits: dict[str, list[Kept]] = field(default_factory=dict)
+
+    @property
+    def field_name(self) -> str:
+        return f"data.{self.name}"
+
+    @property
+    def where(self) -> str:
+        return f"data.{self.name} ({self.spec.path})"
+
+    @property
+    def src_lang(self) -> str:
+        return self.spec.languages.src
+
+    @property
+    def tgt_lang(self) -> str:
+        return self.spec.languages.tgt
+
+    @property
+    def rows_read(self) -> int:
+        return sum(entry["rows"] for entry in self.read.values())
+
+
+def pair_columns(spec: SourceSpec) -> tuple[str, str]:
+    """The source and target column names: as configured, else the language codes."""
+    return spec.columns.source or spec.languages.src, spec.columns.target or spec.languages.tgt
+
+
+# ---------------------------------------------------------------- text format
+
+
+def text_file(stem: str, lang: str, field_name: str) -> Path:
+    """`<stem>.<lang>`, else `<stem>.<lang>.gz`; a clear error naming both when neither exists."""
+    plain = Path(f"{stem}.{lang}")
+    for candidate in (plain, Path(f"{plain}.gz")):
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{field_name}.path: no {plain} or {plain}.gz (format text reads <path>.<lang>[.gz])")
+
+
+def text_lines(path: Path) -> tuple[list[str], set[int]]:
+    """Every line decoded on its own (one bad byte costs one pair), and the undecodable line numbers."""
+    bad: set[int] = set()
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        lines = [line.rstrip("\r\n") for line in decoded_lines(handle, bad)]
+    return lines, bad
+
+
+def read_text_pairs(src_path: Path, tgt_path: Path, id_prefix: str, field_name: str) -> list[Pair]:
+    """The pairs of two line-aligned files; a different line count is an error (nothing written)."""
+    (src_lines, src_bad), (tgt_lines, tgt_bad) = text_lines(src_path), text_lines(tgt_path)
+    if len(src_lines) != len(tgt_lines):
+        raise DataError(
+            f"{field_name}.path: {src_path} has {len(src_lines)} lines but {tgt_path} has {len(tgt_lines)}; "
+            "format text needs line-aligned files"
+        )
+    pairs = []
+    for number, (src, tgt) in enumerate(zip(src_lines, tgt_lines), start=1):
+        pair = Pair(str(src_path), number, f"{id_prefix}:{number}", src, tgt, tgt_file=str(tgt_path))
+        for path, bad in ((src_path, src_bad), (tgt_path, tgt_bad)):
+            if number in bad and pair.problem is None:
+                pair.file = str(path)
+                pair.problem = Bad("undecodable", f"undecodable bytes (not UTF-8) in {path} line {number}")
+        pairs.append(pair)
+    return pairs
+
+
+def text_inputs(section: Section) -> dict[str, tuple[Path, Path, str]]:
+    """bucket -> (source file, target file, id prefix)."""
+    spec, name = section.spec, section.field_name
+    if spec.splits is None:
+        stem = spec.path
+        return {ALL: (text_file(stem, section.src_lang, name), text_file(stem, section.tgt_lang, name), Path(stem).name)}
+    directory = Path(spec.path)
+    if not directory.is_dir():
+        raise DataError(f"{name}.path: {spec.path}: not a directory (format text with splits reads <path>/<split>.<lang>[.gz])")
+    files = {}
+    for split in SPLITS:
+        stem = (directory / getattr(spec.splits, split)).as_posix()
+        files[split] = (text_file(stem, section.src_lang, name), text_file(stem, section.tgt_lang, name), Path(stem).name)
+    return files
+
+
+def check_text_sha256(section: Section, files: list[Path]) -> None:
+    """Record each file's hash; a pinned sha256 covers the directory (with splits) or the file pair."""
+    section.input = {"path": section.spec.path, "files": {str(path): sha256_file(path) for path in files}}
+    if not section.spec.sha256:
+        return
+    if section.spec.splits is not None:
+        digest = sha256_dir(Path(section.spec.path))
+    else:  # like a SHA256SUMS file of the two files
+        listing = "".join(f"{digest}  {Path(path).name}\n" for path, digest in sorted(section.input["files"].items()))
+        digest = hashlib.sha256(listing.encode()).hexdigest()
+    if digest != section.spec.sha256:
+        raise DataError(f"{section.field_name}.sha256: {section.spec.path} has sha256 {digest}, expected {section.spec.sha256}")
+
+
+def read_text(section: Section) -> dict[str, list[Pair]]:
+    if is_url(section.spec.path):
+        raise ParamsError(f"{section.field_name}.format: text reads local files; a URL needs a single-file format (tsv, csv, jsonl, parquet)")
+    inputs = text_inputs(section)
+    check_text_sha256(section, [path for src, tgt, _ in inputs.values() for path in (src, tgt)])
+    buckets = {}
+    for bucket, (src, tgt, prefix) in inputs.items():
+        buckets[bucket] = read_text_pairs(src, tgt, prefix, section.field_name)
+        section.read[bucket] = {"files": [str(src), str(tgt)], "rows_in_input": len(buckets[bucket])}
+    return buckets
+
+
+# ---------------------------------------------------------------- tabular formats (tasks.ingest readers)
+
+
+def pair_from_record(record: Record) -> Pair:
+    """The classification reader's (text, label) columns are the (source, target) columns here."""
+    return Pair(record.file, record.row, record.id, record.text, record.raw_label, problem=record.problem)
+
+
+def as_pair_columns(spec: SourceSpec) -> SourceSpec:
+    """The spec with its source/target columns in the text/label slots the shared readers use."""
+    src, tgt = pair_columns(spec)
+    return spec.model_copy(update={"columns": Columns(text=src, label=tgt)})
+
+
+def renamed_column_error(err: DataError, field_name: str) -> DataError:
+    """The shared readers name the slots `columns.text` / `columns.label`; here they are the
+    `columns.source` / `columns.target` fields the user sets."""
+    message = str(err)
+    for slot, role in (("text", "source"), ("label", "target")):
+        message = message.replace(f"{field_name}.columns.{slot}:", f"{field_name}.columns.{role}:", 1)
+    return DataError(message)
+
+
+def tabular_records(location: Path, spec: SourceSpec, cache_dir: Path, field_name: str) -> list[Pair]:
+    try:  # no cap here: max_rows is applied per split by the caller
+        records = list(read_records(location, spec.model_copy(update={"max_rows": None}), cache_dir, field_name))
+    except DataError as err:
+        raise renamed_column_error(err, field_name) from None
+    return [pair_from_record(record) for record in records]
+
+
+def split_file(directory: Path, split_name: str, spec: SourceSpec, field_name: str) -> Path:
+    """With `splits`, a tabular directory holds one `<name>.<ext>` file per split."""
+    matches = [path for path in data_files(directory, spec.format) if path.stem == split_name]
+    if len(matches) != 1:
+        found = "none" if not matches else ", ".join(path.name for path in matches)
+        raise DataError(f"{field_name}.splits: {spec.path}: expected one data file named {split_name}.<ext>, found {found}")
+    return matches[0]
+
+
+def read_tabular(section: Section, cache_dir: Path) -> dict[str, list[Pair]]:
+    spec = as_pair_columns(section.spec)
+    location = resolve_input(section, cache_dir)  # fetches and checks URLs, checks sha256
+    if spec.splits is None:
+        return {ALL: tabular_records(location, spec, cache_dir, section.field_name)}
+    if not (isinstance(location, Path) and location.is_dir()):
+        raise DataError(f"{section.field_name}.path: {spec.path}: with splits, a directory of <split>.<ext> files is needed")
+    buckets = {}
+    for split in SPLITS:
+        path = split_file(location, getattr(spec.splits, split), spec, section.field_name)
+        file_spec = spec.model_copy(update={"path": path.as_posix()})
+        buckets[split] = tabular_records(path, file_spec, cache_dir, section.field_name)
+    return buckets
+
+
+# ---------------------------------------------------------------- HF datasets
+
+
+def hf_pairs(dataset, shown: str, columns: tuple[str, str], langs: tuple[str, str], field_name: str) -> Iterator[Pair]:
+    """Pairs from two plain columns, or else from a `translation` dict column {lang: sentence}."""
+    names = dataset.column_names
+    if set(columns) <= set(names):
+        wanted, keys, side = list(columns), columns, lambda row, key: row[key]
+    elif TRANSLATION_COLUMN in names:
+        check_translation_languages(dataset, shown, langs, field_name)
+        wanted, keys, side = [TRANSLATION_COLUMN], langs, lambda row, lang: (row[TRANSLATION_COLUMN] or {}).get(lang)
+    else:
+        role, missing = next((role, c) for role, c in zip(("source", "target"), columns) if c not in names)
+        raise DataError(f"{field_name}.columns.{role}: column {missing!r} not in {shown} (columns: {', '.join(names)})")
+    has_ids = "id" in names
+    for number, row in enumerate(dataset.select_columns(wanted + (["id"] if has_ids else [])), start=1):
+        yield Pair(shown, number, record_id(row.get("id"), number), side(row, keys[0]), side(row, keys[1]))
+
+
+def check_translation_languages(dataset, shown: str, langs: tuple[str, str], field_name: str) -> None:
+    """Both languages must be keys of the `translation` column (checked on the first row)."""
+    first = (dataset[0][TRANSLATION_COLUMN] or {}) if len(dataset) else {}
+    for lang in langs:
+        if first and lang not in first:
+            have = ", ".join(sorted(first))
+            raise DataError(f"{field_name}.languages: {lang!r} is not in the translation column of {shown} (languages: {have})")
+
+
+def read_hf_pairs(section: Section, cache_dir: Path) -> dict[str, list[Pair]]:
+    spec = section.spec
+    location = resolve_input(section, cache_dir)
+    # With `splits` every split is loaded and picked by name below; hf_split is then ignored.
+    loaded = load_hf_splits(location, spec.model_copy(update={"hf_split": None}) if spec.splits else spec, cache_dir, section.field_name)
+    columns, langs = pair_columns(spec), (section.src_lang, section.tgt_lang)
+
+    def pairs_of(split_name: str, dataset) -> list[Pair]:
+        return list(hf_pairs(dataset, f"{spec.path}[{split_name}]", columns, langs, section.field_name))
+
+    if spec.splits is None:
+        return {ALL: [pair for name, dataset in loaded for pair in pairs_of(name, dataset)]}
+    available = dict(loaded)
+    buckets = {}
+    for split in SPLITS:
+        name = getattr(spec.splits, split)
+        if name not in available:
+            raise DataError(f"{section.field_name}.splits.{split}: split {name!r} not in {spec.path} (splits: {', '.join(available)})")
+        buckets[split] = pairs_of(name, available[name])
+    return buckets
+
+
+# ---------------------------------------------------------------- reading a section
+
+
+def read_pairs(section: Section, cache_dir: Path) -> dict[str, list[Pair]]:
+    """bucket -> pairs as read: our split names with predefined splits, else ALL."""
+    if section.spec.format == "text":
+        return read_text(section)
+    if section.spec.format == "hf":
+        return read_hf_pairs(section, cache_dir)
+    return read_tabular(section, cache_dir)
+
+
+def apply_cap(section: Section, buckets: dict[str, list[Pair]]) -> dict[str, list[Pair]]:
+    """max_rows keeps the first N pairs of what is split at random, or of the train split only."""
+    cap = section.spec.max_rows
+    capped = {}
+    for bucket, pairs in buckets.items():
+        entry = section.read.setdefault(bucket, {"files": sorted({pair.file for pair in pairs})})
+        entry.setdefault("rows_in_input", len(pairs))
+        capped[bucket] = pairs[:cap] if cap is not None and bucket in (ALL, "train") else pairs
+        entry["rows"] = len(capped[bucket])
+    return capped
+
+
+def judge(pair: Pair, min_chars: int, max_words: int) -> tuple[str, str] | Flaw:
+    """(src, tgt) whitespace-normalised, or the Flaw that quarantines the pair."""
+    if pair.problem:
+        return Flaw(pair.problem, "source")
+    sides = {"source": clean_text(pair.src), "target": clean_text(pair.tgt)}
+    for side, text in sides.items():
+        if len(text) < min_chars:
+            return Flaw(Bad(f"empty_{side}", f"empty or too short {side} ({len(text)} chars, min_chars {min_chars})"), side)
+    for side, text in sides.items():
+        words = len(text.split())
+        if words > max_words:
+            return Flaw(Bad("over_long", f"{side} has {words} words, max_words {max_words}"), side)
+    return sides["source"], sides["target"]
+
+
+def quarantine_row(section: Section, pair: Pair, flaw: Flaw) -> dict:
+    """The pair with the file and row to look at: the target's file for a target-side reason."""
+    on_target = flaw.side == "target" and pair.tgt_file and pair.problem is None
+    return {
+        "domain": section.name,
+        "file": pair.tgt_file if on_target else pair.file,
+        "row": pair.row,
+        "id": pair.id,
+        "kind": flaw.bad.kind,
+        "reason": flaw.bad.reason,
+        "src": json_safe(pair.src),
+        "tgt": json_safe(pair.tgt),
+    }
+
+
+def clean_pairs(section: Section, pairs: Iterable[Pair], min_chars: int, max_words: int, start: int) -> list[Kept]:
+    """Quarantine bad pairs, drop duplicates (same pair, or same source: keep the first)."""
+    kept: list[Kept] = []
+    seen_pairs: set[tuple[str, str]] = set()
+    seen_sources: set[str] = set()
+    for order, pair in enumerate(pairs, start=start):
+        outcome = judge(pair, min_chars, max_words)
+        if isinstance(outcome, Flaw):
+            section.counts[f"quarantined.{outcome.bad.kind}"] += 1
+            section.quarantined.append(quarantine_row(section, pair, outcome))
+            continue
+        src, tgt = outcome
+        if (src, tgt) in seen_pairs:
+            section.counts["duplicates.same_pair"] += 1
+        elif src in seen_sources:
+            section.counts["duplicates.same_source"] += 1
+        else:
+            seen_pairs.add((src, tgt))
+            seen_sources.add(src)
+            kept.append(Kept(pair.id, src, tgt, section.src_lang, section.tgt_lang, order))
+    return kept
+
+
+# ---------------------------------------------------------------- splitting and leakage
+
+
+def random_split(section: Section, kept: list[Kept], fractions: SplitParams, seed: int) -> dict[str, list[Kept]]:
+    """Seeded shuffle, then test and val fractions (at least one pair each, one left to train on)."""
+    n = len(kept)
+    n_test, n_val = max(1, round(n * fractions.test_fraction)), max(1, round(n * fractions.val_fraction))
+    if n - n_test - n_val < 1:
+        raise DataError(f"{section.where}: {n} usable pairs, too few for a train/val/test split (needs 3; {describe_losses(section)})")
+    shuffled = list(kept)
+    random.Random(f"{seed}:{section.name}").shuffle(shuffled)  # a string seed hashes stably
+    parts = {"test": shuffled[:n_test], "val": shuffled[n_test : n_test + n_val], "train": shuffled[n_test + n_val :]}
+    return {split: sorted(parts[split], key=lambda pair: pair.order) for split in SPLITS}
+
+
+def drop_sources(section: Section, split: str, keys: set[str], counter: str) -> None:
+    before = section.splits[split]
+    section.splits[split] = [pair for pair in before if leak_key(pair.src) not in keys]
+    section.counts[f"leakage.{counter}"] += len(before) - len(section.splits[split])
+
+
+def source_keys(pairs: Iterable[Kept]) -> set[str]:
+    return {leak_key(pair.src) for pair in pairs}
+
+
+def remove_leaks(section: Section) -> None:
+    """Val and test stay whole (the test split is frozen): a train pair whose source sentence is
+    in test or val leaves train, so neither early stopping nor the score sees trained sentences."""
+    drop_sources(section, "train", source_keys(section.splits["test"]), "train_vs_test")
+    drop_sources(section, "train", source_keys(section.splits["val"]), "train_vs_val")
+
+
+def remove_cross_section_leaks(source: Section, target: Section) -> None:
+    """A target test sentence seen in source training would let transfer look better than it is:
+    it leaves the source train split; the target test split stays as it is (counted there)."""
+    test_keys = source_keys(target.splits["test"])
+    target.counts["test_sources_in_source_train"] = len(test_keys & source_keys(source.splits["train"]))
+    drop_sources(source, "train", test_keys, "source_train_vs_target_test")
+
+
+def describe_losses(section: Section) -> str:
+    """E.g. "read 9, quarantined 2 (empty_source 2), duplicates 1": where the pairs went."""
+    quarantined = {kind: section.counts[f"quarantined.{kind}"] for kind in QUARANTINE_KINDS}
+    detail = ", ".join(f"{kind} {n}" for kind, n in quarantined.items() if n)
+    duplicates = section.counts["duplicates.same_pair"] + section.counts["duplicates.same_source"]
+    parts = [f"read {section.rows_read}", f"quarantined {sum(quarantined.values())}" + (f" ({detail})" if detail else "")]
+    leaked = sum(section.counts[f"leakage.{kind}"] for kind in LEAKAGE_KINDS)
+    return ", ".join(parts + [f"duplicates {duplicates}"] + ([f"leakage removed {leaked}"] if leaked else []))
+
+
+def check_splits(section: Section) -> None:
+    """Every split is needed (pretrain/fine-tune, early stopping, scoring): none may be empty."""
+    for split in SPLITS:
+        if not section.splits[split]:
+            raise DataError(f"{section.where}: split {split!r} has no usable pairs ({describe_losses(section)})")
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def prepare_section(name: str, p: Params, paths: Paths) -> Section:
+    section = Section(name, getattr(p.data, name))
+    try:
+        buckets = apply_cap(section, read_pairs(section, paths.root / "data" / "cache"))
+    except (OSError, EOFError) as err:  # unreadable, truncated or not-gzip files: the user's to fix
+        where = getattr(err, "filename", None) or section.spec.path
+        raise DataError(f"{section.field_name}.path: {where}: cannot read: {getattr(err, 'strerror', None) or err}") from None
+    start = 0
+    for bucket, pairs in buckets.items():
+        section.buckets[bucket] = clean_pairs(section, pairs, p.data.min_chars, p.data.max_words, start)
+        start += len(pairs)
+    if ALL in section.buckets:
+        if not section.buckets[ALL]:
+            raise DataError(f"{section.where}: no usable pairs ({describe_losses(section)})")
+        section.splits = random_split(section, section.buckets[ALL], p.data.split, p.seed)
+    else:
+        section.splits = {split: list(section.buckets[split]) for split in SPLITS}
+    remove_leaks(section)
+    return section
+
+
+def section_report(section: Section) -> dict:
+    quarantined = {kind: section.counts[f"quarantined.{kind}"] for kind in QUARANTINE_KINDS}
+    duplicates = {kind: section.counts[f"duplicates.{kind}"] for kind in ("same_pair", "same_source")}
+    leakage = {kind: section.counts[f"leakage.{kind}"] for kind in LEAKAGE_KINDS}
+    spec = section.spec
+    report = {
+        "languages": {"src": section.src_lang, "tgt": section.tgt_lang},
+        "input": {
+            **section.input, "format": spec.format, "max_rows": spec.max_rows,
+            "splits": spec.splits.model_dump() if spec.splits else None,
+        },
+        "read": section.read,
+        "rows_read": section.rows_read,
+        "kept": sum(len(rows) for rows in section.splits.values()),
+        "quarantined": {"total": sum(quarantined.values()), "by_reason": quarantined},
+        "duplicates": {"total": sum(duplicates.values()), **duplicates},
+        "leakage_removed": {"total": sum(leakage.values()), **leakage},
+        "splits": {split: {"rows": len(section.splits[split])} for split in SPLITS},
+    }
+    if section.name == "target":  # counted only: the frozen test split is never changed
+        report["test_sources_in_source_train"] = section.counts["test_sources_in_source_train"]
+    return report
+
+
+def build_report(sections: list[Section], p: Params, paths: Paths) -> dict:
+    return {
+        "task": "translation",
+        "seed": p.seed,
+        "split": p.data.split.model_dump(),
+        "min_chars": p.data.min_chars,
+        "max_words": p.data.max_words,
+        "quarantine_file": paths.quarantine.relative_to(paths.root).as_posix(),
+        **{section.name: section_report(section) for section in sections},
+    }
+
+
+def run(p: Params, paths: Paths) -> dict:
+    """Read, clean, split and write both language pairs; returns the report (reports/data.json)."""
+    source, target = (prepare_section(name, p, paths) for name in DOMAINS)
+    remove_cross_section_leaks(source, target)
+    for section in (source, target):
+        check_splits(section)
+    report = build_report([source, target], p, paths)
+    write_outputs([source, target], report, paths)
+    return report
