@@ -1,0 +1,77 @@
+"""Training a translation model with the shared Trainer wrapper (tasks.common.training): used by
+pretrain (source pair), finetune (target pair) and evaluate (target-only baseline, curves)."""
+
+from __future__ import annotations
+
+import numpy as np
+from datasets import Dataset, DatasetDict, load_from_disk
+from transformers import AutoTokenizer, DataCollatorForSeq2Seq, PreTrainedModel, PreTrainedTokenizerBase
+
+from tasks.common.errors import HandoffError
+from tasks.common.paths import Paths
+from tasks.common.training import TrainJob, finish, fingerprint_of, history, train
+from tasks.params import Params, TrainParams
+
+# What the model and the length-grouped sampler read; `id` stays on disk for evaluate.
+MODEL_COLUMNS = ["input_ids", "attention_mask", "labels", "length"]
+
+
+def load_tokenizer(paths: Paths) -> PreTrainedTokenizerBase:
+    if not paths.tokenizer.exists():
+        raise HandoffError(f"{paths.tokenizer} not found: run the tokenize stage first")
+    return AutoTokenizer.from_pretrained(str(paths.tokenizer))
+
+
+def load_pairs(paths: Paths, domain: str) -> tuple[DatasetDict, PreTrainedTokenizerBase]:
+    """One domain's tokenized train/val/test (model columns only) and the shared tokenizer."""
+    directory = paths.tokenized_domain(domain)
+    if not directory.exists():
+        raise HandoffError(f"{directory} not found: run the tokenize stage first")
+    splits = load_from_disk(str(directory))
+    missing = [c for c in MODEL_COLUMNS if c not in splits["train"].column_names]
+    if missing:
+        raise HandoffError(f"{directory}: columns {missing} missing (classification data?): re-run tokenize")
+    return splits.select_columns(MODEL_COLUMNS), load_tokenizer(paths)
+
+
+def budget_subset(train_split: Dataset, budget: int | None, seed: int) -> Dataset:
+    """`budget` random train pairs (seeded; no labels to stratify by), in their original order."""
+    if budget is None or budget >= len(train_split):
+        return train_split
+    keep = np.random.default_rng(seed).choice(len(train_split), size=budget, replace=False)
+    return train_split.select(sorted(int(i) for i in keep))
+
+
+def train_translator(
+    model: PreTrainedModel,
+    splits: DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    tp: TrainParams,
+    p: Params,
+    paths: Paths,
+    name: str,
+    budget: int | None,
+) -> tuple[PreTrainedModel, dict]:
+    """Train on a `budget`-sized train subset, keep the best checkpoint by val loss.
+
+    Returns the model and {train_rows, val (eval loss etc.), history}."""
+    job = TrainJob(
+        params=tp,
+        train=budget_subset(splits["train"], budget, p.seed),
+        val=splits["val"],
+        tokenizer=tokenizer,
+        checkpoint_dir=paths.checkpoints(name),
+        live_dir=paths.live_dir(name),
+        seed=p.seed,
+        device=p.device,
+        metric="loss",
+        greater_is_better=False,
+        compute_metrics=None,
+        # pads labels with -100 (ignored by the loss) and builds decoder_input_ids from them
+        collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
+        fingerprint=fingerprint_of(name, tp, p.seed, p.model, p.data, budget, len(splits["train"])),
+    )
+    trainer = train(model, job)
+    result = {"train_rows": len(job.train), "val": trainer.evaluate(), "history": history(trainer)}
+    finish(job)
+    return trainer.model, result
