@@ -43,3 +43,9 @@ def movie_file(sentiment_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def amazon_file(sentiment_dir: Path) -> Path:
     return _require(sentiment_dir / "amazonReviewSnippets_GroundTruth.txt")
+
+
+@pytest.fixture(scope="session")
+def multi30k_dir() -> Path:
+    """Multi30k task 1 raw text: <split>.<lang>.gz for train, val, test_2016_flickr; en, de, fr, cs."""
+    return _require(SHARED_DATA / "multi30k")
