@@ -151,18 +151,21 @@ def text_file(stem: str, lang: str, field_name: str) -> Path:
     raise DataError(f"{field_name}.path: no {plain} or {plain}.gz (format text reads <path>.<lang>[.gz])")
 
 
-def text_lines(path: Path) -> tuple[list[str], set[int]]:
+def text_lines(path: Path, field_name: str) -> tuple[list[str], set[int]]:
     """Every line decoded on its own (one bad byte costs one pair), and the undecodable line numbers."""
     bad: set[int] = set()
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        lines = [line.rstrip("\r\n") for line in decoded_lines(handle, bad)]
+    try:
+        with opener(path, "rb") as handle:
+            lines = [line.rstrip("\r\n") for line in decoded_lines(handle, bad)]
+    except (OSError, EOFError) as err:  # not gzip, truncated, unreadable: name the file
+        raise DataError(f"{field_name}.path: {path}: cannot read: {getattr(err, 'strerror', None) or err}") from None
     return lines, bad
 
 
 def read_text_pairs(src_path: Path, tgt_path: Path, id_prefix: str, field_name: str) -> list[Pair]:
     """The pairs of two line-aligned files; a different line count is an error (nothing written)."""
-    (src_lines, src_bad), (tgt_lines, tgt_bad) = text_lines(src_path), text_lines(tgt_path)
+    (src_lines, src_bad), (tgt_lines, tgt_bad) = text_lines(src_path, field_name), text_lines(tgt_path, field_name)
     if len(src_lines) != len(tgt_lines):
         raise DataError(
             f"{field_name}.path: {src_path} has {len(src_lines)} lines but {tgt_path} has {len(tgt_lines)}; "
@@ -203,7 +206,7 @@ def check_text_sha256(section: Section, files: list[Path]) -> None:
     if section.spec.splits is not None:
         digest = sha256_dir(Path(section.spec.path))
     else:  # like a SHA256SUMS file of the two files
-        listing = "".join(f"{digest}  {Path(path).name}\n" for path, digest in sorted(section.input["files"].items()))
+        listing = "".join(f"{file_digest}  {Path(path).name}\n" for path, file_digest in sorted(section.input["files"].items()))
         digest = hashlib.sha256(listing.encode()).hexdigest()
     if digest != section.spec.sha256:
         raise DataError(f"{section.field_name}.sha256: {section.spec.path} has sha256 {digest}, expected {section.spec.sha256}")

@@ -376,3 +376,34 @@ def test_multi30k_is_linked_from_shared_data(tmp_path):
     external.mkdir(parents=True)
     assert "linked" in demo_data.ensure_multi30k(external, shared=shared)
     assert os.readlink(external / "multi30k") == "../../../shared/data/multi30k"
+
+
+def test_a_broken_gz_file_is_named(tmp_path, ingest):
+    folder = write_split_dir(tmp_path / "src")
+    (folder / "val.de").rename(folder / "val.de.gz")  # plain text under a .gz name
+    with pytest.raises(DataError, match=rf"^data.source.path: {folder / 'val.de.gz'}: cannot read: Not a gzipped file"):
+        ingest(text_section(folder))
+
+
+def test_tabular_directory_with_predefined_splits(tmp_path, ingest, workspace):
+    folder = tmp_path / "tsv"
+    folder.mkdir()
+    for name, n in (("train", 6), ("dev", 2), ("test", 3)):
+        rows = "".join(f"{name} {i}\t{name} fr {i}\n" for i in range(n))
+        (folder / f"{name}.tsv").write_text("src\ttgt\n" + rows, encoding="utf-8")
+    columns = {"source": "src", "target": "tgt"}
+    report = ingest(section(folder, ("en", "de"), splits={"val": "dev"}, columns=columns, max_rows=4))["source"]
+    assert {s: report["splits"][s]["rows"] for s in SPLITS} == {"train": 4, "val": 2, "test": 3}
+    assert prepared(workspace)["val"][1]["src"] == "dev 1"
+
+
+def test_a_url_source_is_fetched_and_checked(http_root, ingest, workspace):
+    folder, base = http_root
+    (folder / "raw").mkdir()
+    lines = "".join(f"{i}\tsee {i}\tsehen {i}\n" for i in range(20))
+    (folder / "raw" / "pairs.tsv").write_text("id\ten\tde\n" + lines, encoding="utf-8")
+    digest = hashlib.sha256((folder / "raw" / "pairs.tsv").read_bytes()).hexdigest()
+    report = ingest(section(f"{base}/pairs.tsv", sha256=digest))["source"]
+    assert report["kept"] == 20 and report["input"]["sha256"] == digest
+    with pytest.raises(DataError, match=f"data.source.sha256: {base}/pairs.tsv: downloaded content has sha256 {digest}"):
+        ingest(section(f"{base}/pairs.tsv", sha256="0" * 64))
