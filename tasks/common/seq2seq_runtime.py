@@ -1,0 +1,331 @@
+"""Run an exported translation package (models/onnx, task "translation") with onnxruntime,
+tokenizers and numpy only: what deployers use, and what the export stage checks against
+PyTorch's `model.generate`.
+
+No torch or transformers import here (nor anywhere this module imports).
+
+The package holds three graphs (see tasks/translation/export.py):
+  encoder.onnx            input_ids, attention_mask -> encoder_hidden_states
+  decoder.onnx            first step: the decoder-start token + the encoder's output ->
+                          logits, present.{i}.self.{key,value}, present.{i}.cross.{key,value}
+  decoder_with_past.onnx  one new token + past.{i}.self.* + past.{i}.cross.* ->
+                          logits, present.{i}.self.{key,value} (one position longer)
+so each generated token costs one decoder position, not a re-run over the whole prefix (the
+KV cache), and the cross-attention keys/values are computed once per sentence.
+
+Greedy and beam search follow transformers' `generate` step for step (same logits
+processors, same beam bookkeeping and length-penalised scores), so the exported package
+gives the very token ids PyTorch gives; the export stage refuses to ship a package that does not.
+
+    translator = OnnxTranslator("models/onnx")
+    translator.translate(["A man rides a bike."], num_beams=5)   # -> ["Un homme fait du vélo."]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from tasks.common.errors import user_errors
+from tasks.common.onnx_runtime import (
+    FORMAT_VERSION,
+    MANIFEST,
+    TOKENIZER_FILE,
+    ModelPackageError,
+    default_providers,
+    verify_files,
+)
+
+TASK = "translation"
+ENCODER_FILE = "encoder.onnx"
+DECODER_FILE = "decoder.onnx"
+DECODER_WITH_PAST_FILE = "decoder_with_past.onnx"
+GRAPH_FILES = (ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE)
+NEG = np.float32(-1.0e9)  # transformers' "never pick this beam" offset, in float32 like it
+
+
+def self_names(prefix: str, layers: int) -> list[str]:
+    return [f"{prefix}.{i}.self.{kv}" for i in range(layers) for kv in ("key", "value")]
+
+
+def cross_names(prefix: str, layers: int) -> list[str]:
+    return [f"{prefix}.{i}.cross.{kv}" for i in range(layers) for kv in ("key", "value")]
+
+
+def read_manifest(package: Path) -> dict:
+    path = package / MANIFEST
+    if not path.is_file():
+        raise ModelPackageError(f"{path} not found: not an exported model package (run the export stage)")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("format_version") != FORMAT_VERSION or manifest.get("task") != TASK:
+        raise ModelPackageError(
+            f"{path}: format_version {manifest.get('format_version')!r}, task {manifest.get('task')!r}; "
+            f"this runtime reads format_version {FORMAT_VERSION}, task {TASK}"
+        )
+    return manifest
+
+
+def trim(ids: Sequence[int], eos_id: int, pad_id: int) -> list[int]:
+    """A generated row as both runtimes are compared: up to and including its first </s>,
+    without trailing padding (transformers pads finished rows, and fills unused beam slots
+    with </s>)."""
+    ids = [int(i) for i in ids]
+    if eos_id in ids:
+        ids = ids[: ids.index(eos_id) + 1]
+    while ids and ids[-1] == pad_id:
+        ids.pop()
+    return ids
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Like torch.topk along the last axis: the k largest, best first (ties: lower index first)."""
+    index = np.argsort(-scores, axis=-1, kind="stable")[..., :k]
+    return np.take_along_axis(scores, index, axis=-1), index
+
+
+def gather_beams(tensor: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """tensor (batch, beams, ...) picked along beams by index (batch, k)."""
+    shaped = index.reshape(index.shape + (1,) * (tensor.ndim - 2))
+    return np.take_along_axis(tensor, shaped, axis=1)
+
+
+class OnnxTranslator:
+    """A models/onnx translation package, verified against its manifest's hashes when loaded."""
+
+    def __init__(self, package: str | Path, providers: Optional[Sequence] = None, verify: bool = True):
+        self.package = Path(package)
+        self.manifest = read_manifest(self.package)
+        if verify:
+            verify_files(self.package, self.manifest["files"])
+        special = self.manifest["special_tokens"]
+        self.pad_id, self.eos_id = int(special["pad_id"]), int(special["eos_id"])
+        self.start_id = int(special["decoder_start_id"])
+        self.tag_id = int(self.manifest["language_tag_id"])
+        self.max_length = int(self.manifest["max_length"])
+        self.layers = int(self.manifest["num_layers"]["decoder"])
+        self.generation = dict(self.manifest["generation"])
+        self.tokenizer = Tokenizer.from_file(str(self.package / self.manifest["tokenizer"]["file"]))
+        self.tokenizer.no_padding()  # padding and truncation are done here, per the contract
+        self.tokenizer.no_truncation()
+        providers = list(providers or default_providers())
+        self.encoder, self.decoder, self.decoder_with_past = (
+            ort.InferenceSession(str(self.package / name), providers=providers) for name in GRAPH_FILES
+        )
+        self.present_self = self_names("present", self.layers)
+        self.present_cross = cross_names("present", self.layers)
+
+    # ------------------------------------------------------------ encoding
+
+    def encode_ids(self, text: str) -> list[int]:
+        """The contract's encoder input: <2tgt> + subword ids + </s>, at most max_length ids."""
+        words = self.tokenizer.encode(text, add_special_tokens=False).ids[: self.max_length - 2]
+        return [self.tag_id, *words, self.eos_id]
+
+    def pad(self, rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Right-pad to the batch's longest row: input_ids and attention_mask (int64)."""
+        width = max(len(row) for row in rows)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)], mask[i, : len(row)] = row, 1
+        return ids, mask
+
+    def plan_batches(self, texts: Sequence[str], batch_size: int) -> list[list[int]]:
+        """Indices of `texts` in batches of similar length (little padding): the batching
+        generate_ids uses, exposed so a reference run can use the very same batches."""
+        lengths = [len(self.encode_ids(text)) for text in texts]
+        order = [int(i) for i in np.argsort(lengths, kind="stable")]
+        return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+    # ------------------------------------------------------------ graphs
+
+    def encode(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self.encoder.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+    def first_step(self, hidden: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, list, list]:
+        """The decoder-start token through decoder.onnx: last logits, self k/v, cross k/v."""
+        start = np.full((hidden.shape[0], 1), self.start_id, dtype=np.int64)
+        feeds = {"input_ids": start, "encoder_attention_mask": mask, "encoder_hidden_states": hidden}
+        names = ["logits", *self.present_self, *self.present_cross]
+        out = self.decoder.run(names, feeds)
+        n = len(self.present_self)
+        return out[0][:, -1, :], out[1 : 1 + n], out[1 + n :]
+
+    def next_step(self, tokens: np.ndarray, mask: np.ndarray, past_self: list, cross: list) -> tuple[np.ndarray, list]:
+        feeds = {"input_ids": tokens.reshape(-1, 1).astype(np.int64), "encoder_attention_mask": mask}
+        feeds.update(zip(self_names("past", self.layers), past_self))
+        feeds.update(zip(cross_names("past", self.layers), cross))
+        out = self.decoder_with_past.run(["logits", *self.present_self], feeds)
+        return out[0][:, -1, :], out[1:]
+
+    # ------------------------------------------------------------ logits processors
+
+    def process(self, scores: np.ndarray, cur_len: int, max_length: int) -> np.ndarray:
+        """transformers' default processors for this model's generation config: suppressed
+        tokens (single-token bad_words_ids, suppress_tokens) and forced_eos_token_id at the
+        last position. cur_len counts the decoder-start token."""
+        scores = scores.astype(np.float32, copy=True)
+        suppressed = self.generation.get("suppressed_ids") or []
+        if suppressed:
+            scores[:, suppressed] = -np.inf
+        forced = self.generation.get("forced_eos_token_id")
+        if forced is not None and cur_len == max_length - 1:
+            scores[:] = -np.inf
+            scores[:, forced] = 0.0
+        return scores
+
+    # ------------------------------------------------------------ search
+
+    def greedy(self, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int) -> list[list[int]]:
+        hidden = self.encode(ids, mask)
+        logits, past_self, cross = self.first_step(hidden, mask)
+        max_length = 1 + max_new_tokens
+        done = np.zeros(len(ids), dtype=bool)
+        steps = []
+        for step in range(max_new_tokens):
+            tokens = self.process(logits, 1 + step, max_length).argmax(axis=-1)
+            tokens = np.where(done, self.pad_id, tokens)  # finished rows emit padding, like generate
+            steps.append(tokens)
+            done |= tokens == self.eos_id
+            if done.all() or step == max_new_tokens - 1:
+                break
+            logits, past_self = self.next_step(tokens, mask, past_self, cross)
+        generated = np.stack(steps, axis=1)
+        return [trim(row, self.eos_id, self.pad_id) for row in generated]
+
+    def beam(self, ids: np.ndarray, mask: np.ndarray, beams: int, max_new_tokens: int, length_penalty: float) -> list[list[int]]:
+        """transformers' vectorised beam search (GenerationMixin._beam_search), in numpy:
+        keep 2*beams candidates a step, finished hypotheses scored sum(logprobs) / length**lp,
+        the same early-stop heuristic, the KV cache reordered by the chosen beams."""
+        early_stopping = self.generation.get("early_stopping", False)
+        batch, max_length, cur_len = len(ids), 1 + max_new_tokens, 1
+        keep = 2 * beams  # max(2, 1 + number of eos ids) * beams, with one eos id
+        top_mask = np.arange(keep) < beams
+
+        hidden = np.repeat(self.encode(ids, mask), beams, axis=0)  # encoder once per sentence
+        mask = np.repeat(mask, beams, axis=0)
+        logits, past_self, cross = self.first_step(hidden, mask)
+
+        fill = self.pad_id or self.eos_id  # transformers fills unused slots with `pad or eos`
+        running = np.full((batch, beams, max_length), fill, dtype=np.int64)
+        running[:, :, 0] = self.start_id
+        sequences = running.copy()
+        running_scores = np.zeros((batch, beams), dtype=np.float32)
+        running_scores[:, 1:] = NEG
+        scores = np.full((batch, beams), NEG, dtype=np.float32)
+        finished = np.zeros((batch, beams), dtype=bool)
+        improvable = np.ones((batch, 1), dtype=bool)
+        running_index = np.full((batch, beams, max_length - 1), -1, dtype=np.int64)
+        offset = (np.arange(batch) * beams)[:, None]
+
+        while True:
+            log_probs = self.process(log_softmax(logits.astype(np.float32)), cur_len, max_length)
+            vocab = log_probs.shape[-1]
+            total = (log_probs.reshape(batch, beams, vocab) + running_scores[:, :, None]).reshape(batch, -1)
+            top_scores, top_index = top_k(total, keep)
+            from_beam, tokens = top_index // vocab, top_index % vocab
+            candidates = gather_beams(running, from_beam)
+            candidates[:, :, cur_len] = tokens
+            candidate_index = gather_beams(running_index, from_beam)
+            candidate_index[:, :, cur_len - 1] = from_beam + offset
+            hits = (tokens == self.eos_id) | (cur_len + 1 >= max_length)
+
+            # the best `beams` unfinished candidates go on
+            alive = top_scores + hits.astype(np.float32) * NEG
+            _, pick = top_k(alive, beams)
+            running = gather_beams(candidates, pick)
+            running_scores = gather_beams(alive, pick)
+            running_index = gather_beams(candidate_index, pick)
+
+            # finished candidates among the top `beams` may enter the kept hypotheses
+            just_done = hits & top_mask[None, :]
+            final = top_scores / np.float32(cur_len ** length_penalty)
+            full = finished.all(axis=-1, keepdims=True) & (early_stopping is True)
+            final = final + full.astype(np.float32) * NEG
+            final = final + (~improvable).astype(np.float32) * NEG
+            final = final + (~just_done).astype(np.float32) * NEG
+            merged_scores = np.concatenate([scores, final], axis=1)
+            _, best = top_k(merged_scores, beams)
+            sequences = gather_beams(np.concatenate([sequences, candidates], axis=1), best)
+            scores = gather_beams(merged_scores, best)
+            finished = gather_beams(np.concatenate([finished, just_done], axis=1), best)
+
+            cur_len += 1
+            length = max_length - 1 if early_stopping == "never" and length_penalty > 0.0 else cur_len - 1
+            best_running = running_scores[:, :1] / np.float32(length ** length_penalty)
+            worst_final = np.where(finished, scores.min(axis=1, keepdims=True), NEG)
+            improvable = improvable & (best_running > worst_final).any(axis=-1, keepdims=True)
+            open_beams = not (finished.all() and early_stopping is True)
+            if not (improvable.any() and open_beams and not hits.all()):
+                break
+            reorder = running_index[:, :, cur_len - 2].reshape(-1)  # the beam each survivor came from
+            past_self = [kv[reorder] for kv in past_self]
+            logits, past_self = self.next_step(running[:, :, cur_len - 1].reshape(-1), mask, past_self, cross)
+
+        return [trim(row[1:], self.eos_id, self.pad_id) for row in sequences[:, 0, :]]
+
+    # ------------------------------------------------------------ public
+
+    def generate_ids(
+        self,
+        texts: Sequence[str],
+        num_beams: int = 1,
+        max_new_tokens: Optional[int] = None,
+        length_penalty: float = 1.0,
+        batch_size: int = 32,
+    ) -> list[list[int]]:
+        """Generated ids per text, in input order, without the decoder-start token, ending at
+        the first </s> (included) when there is one. Texts are batched by length."""
+        if num_beams < 1:
+            raise ValueError(f"num_beams must be at least 1, got {num_beams}")
+        max_new_tokens = int(max_new_tokens or self.generation["max_new_tokens"])
+        out: list[list[int]] = [[] for _ in texts]
+        for index in self.plan_batches(texts, batch_size):
+            ids, mask = self.pad([self.encode_ids(texts[i]) for i in index])
+            if num_beams == 1:
+                rows = self.greedy(ids, mask, max_new_tokens)
+            else:
+                rows = self.beam(ids, mask, num_beams, max_new_tokens, length_penalty)
+            for i, row in zip(index, rows):
+                out[i] = row
+        return out
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def translate(self, texts: Sequence[str], **generation) -> list[str]:
+        """Translations into the package's target language (arguments as generate_ids)."""
+        return [self.decode(ids) for ids in self.generate_ids(texts, **generation)]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """`python -m tasks.common.seq2seq_runtime [PACKAGE] [--beams N]`: one sentence per stdin
+    line -> one JSON line {"source", "translation"} on stdout."""
+    parser = argparse.ArgumentParser(prog="python -m tasks.common.seq2seq_runtime")
+    parser.add_argument("package", nargs="?", default=os.environ.get("MODEL_DIR", "models/onnx"))
+    parser.add_argument("--beams", type=int, default=1, help="1 = greedy (default)")
+    parser.add_argument("--max-new-tokens", type=int, default=None)
+    args = parser.parse_args(argv)
+    with user_errors("serve"):
+        translator = OnnxTranslator(args.package)
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        outputs = translator.translate(texts, num_beams=args.beams, max_new_tokens=args.max_new_tokens)
+        for text, translation in zip(texts, outputs):
+            print(json.dumps({"source": text, "translation": translation}, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

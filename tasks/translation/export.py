@@ -1,0 +1,430 @@
+"""Export models/target (an encoder-decoder translator) to a self-contained ONNX package that
+tasks.common.seq2seq_runtime.OnnxTranslator runs with onnxruntime + tokenizers + numpy, and
+prove it before anything replaces models/onnx: its greedy token ids must EQUAL PyTorch's
+`model.generate` ids on the first export.parity_samples target test sentences.
+
+Package (models/onnx):
+  encoder.onnx            input_ids, attention_mask [batch, source] -> encoder_hidden_states
+  decoder.onnx            first step: input_ids [batch, 1] (the decoder start), encoder_attention_mask,
+                          encoder_hidden_states -> logits, present.{i}.{self,cross}.{key,value}
+  decoder_with_past.onnx  input_ids [batch, 1], encoder_attention_mask, past.{i}.{self,cross}.{key,value}
+                          -> logits, present.{i}.self.{key,value} (past + 1 positions)
+  tokenizer files         what save_pretrained writes; tokenizer.json is what the runtime reads
+  manifest.json           languages and tag, special ids, max_length, shapes of the model,
+                          graph inputs/outputs, generation defaults, sha256 of every file, the gate
+metrics/export.json holds the gate figures and the decode-time comparison with model.generate.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+import transformers
+from transformers import PreTrainedModel
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+from tasks.common.errors import ExportError, HandoffError
+from tasks.common.io import atomic_dir, read_jsonl, write_json_atomic
+from tasks.common.onnx_runtime import FORMAT_VERSION, MANIFEST, TOKENIZER_FILE
+from tasks.common.paths import Paths
+from tasks.common.seq2seq_runtime import (
+    DECODER_FILE,
+    DECODER_WITH_PAST_FILE,
+    ENCODER_FILE,
+    TASK,
+    OnnxTranslator,
+    cross_names,
+    self_names,
+    trim,
+)
+from tasks.export import file_hashes, source_info
+from tasks.params import Params
+from tasks.translation import language_tag
+from tasks.translation.model import load_translator
+from tasks.translation.tokenize import encode_sources
+
+# The runtime batches the gate sentences like this; PyTorch gets the very same batches.
+GATE_BATCH_SIZE = 16
+# Generation-config settings the runtime reproduces; anything else non-default is refused
+# at export (the package would decode differently from the model).
+UNSUPPORTED_GENERATION = {
+    "no_repeat_ngram_size": (None, 0),
+    "repetition_penalty": (None, 1.0),
+    "min_length": (None, 0),
+    "min_new_tokens": (None, 0),
+    "forced_bos_token_id": (None,),
+    "begin_suppress_tokens": (None, []),
+    "encoder_no_repeat_ngram_size": (None, 0),
+}
+
+
+# ---------------------------------------------------------------- graph wrappers
+# torch.onnx.export sees plain tensors in and out; transformers' cache objects live inside.
+
+
+def lm_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
+    logits = model.get_output_embeddings()(hidden)
+    bias = getattr(model, "final_logits_bias", None)  # Marian/BART keep a separate output bias
+    return logits if bias is None else logits + bias
+
+
+class EncoderGraph(torch.nn.Module):
+    def __init__(self, model: PreTrainedModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+class FirstStepGraph(torch.nn.Module):
+    """The decoder on the start token with an empty cache; returns the cache it filled."""
+
+    def __init__(self, model: PreTrainedModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, encoder_attention_mask, encoder_hidden_states):
+        config = self.model.config
+        cache = EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
+        out = self.model.get_decoder()(
+            input_ids=input_ids,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            cache=cache,
+            use_cache=True,
+        )
+        present = []
+        for layer in cache.self_attention_cache.layers:
+            present += [layer.keys, layer.values]
+        for layer in cache.cross_attention_cache.layers:
+            present += [layer.keys, layer.values]
+        return (lm_logits(self.model, out.last_hidden_state), *present)
+
+
+class WithPastGraph(torch.nn.Module):
+    """One new token with the self-attention cache so far and the cross-attention keys and
+    values computed at the first step (marked as computed, so they are reused, not rebuilt)."""
+
+    def __init__(self, model: PreTrainedModel):
+        super().__init__()
+        self.model = model
+        self.layers = model.config.decoder_layers
+
+    def forward(self, input_ids, encoder_attention_mask, past_self, past_cross):
+        config = self.model.config
+        self_cache, cross_cache = DynamicCache(config=config), DynamicCache(config=config)
+        for i in range(self.layers):
+            self_cache.update(past_self[2 * i], past_self[2 * i + 1], i)
+            cross_cache.update(past_cross[2 * i], past_cross[2 * i + 1], i)
+        cache = EncoderDecoderCache(self_cache, cross_cache)
+        for i in range(self.layers):
+            cache.is_updated[i] = True
+        # The decoder takes the cross path only when given encoder states; their values are
+        # not read (the cached keys/values are), only the shape [batch, source, d_model].
+        key = past_cross[0]
+        placeholder = key.new_zeros(key.shape[0], key.shape[2], config.d_model)
+        out = self.model.get_decoder()(
+            input_ids=input_ids,
+            encoder_hidden_states=placeholder,
+            encoder_attention_mask=encoder_attention_mask,
+            cache=cache,
+            use_cache=True,
+        )
+        present = []
+        for layer in cache.self_attention_cache.layers:
+            present += [layer.keys, layer.values]
+        return (lm_logits(self.model, out.last_hidden_state), *present)
+
+
+def export_module(module, args: tuple, names: list[str], outputs: list[str], shapes, out: Path, opset: int) -> None:
+    """torch.onnx.export with the dynamo exporter (torch.export keeps batch, source and past
+    symbolic and fails loudly on a specialisation; see tasks/export.py), one self-contained file."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*The axis name: .* will not be used")
+        torch.onnx.export(
+            module.eval(),
+            args=args,
+            f=str(out),
+            dynamo=True,
+            opset_version=opset,
+            input_names=names,
+            output_names=outputs,
+            dynamic_shapes=shapes,
+            external_data=False,
+            optimize=True,
+            verbose=False,
+        )
+
+
+@torch.no_grad()
+def export_graphs(model: PreTrainedModel, package: Path, pad_id: int, start_id: int, opset: int) -> None:
+    """Trace with batch 2, a padded source of 5 and a past of 2 positions: no axis is 0 or 1
+    (which torch.export would specialise) and no two axes share a size by accident."""
+    layers = model.config.decoder_layers
+    batch, source, past = torch.export.Dim("batch"), torch.export.Dim("source"), torch.export.Dim("past")
+    ids = torch.tensor([[5, 6, 7, 8, 1], [5, 9, 1, pad_id, pad_id]])
+    mask = (torch.arange(5)[None, :] < torch.tensor([[5], [3]])).long()
+    export_module(
+        EncoderGraph(model), (ids, mask), ["input_ids", "attention_mask"], ["encoder_hidden_states"],
+        ({0: batch, 1: source}, {0: batch, 1: source}), package / ENCODER_FILE, opset,
+    )
+    hidden = EncoderGraph(model)(ids, mask)
+    start = torch.full((2, 1), start_id, dtype=torch.long)
+    present_self, present_cross = self_names("present", layers), cross_names("present", layers)
+    export_module(
+        FirstStepGraph(model), (start, mask, hidden),
+        ["input_ids", "encoder_attention_mask", "encoder_hidden_states"], ["logits", *present_self, *present_cross],
+        ({0: batch}, {0: batch, 1: source}, {0: batch, 1: source}), package / DECODER_FILE, opset,
+    )
+    first = FirstStepGraph(model)(start, mask, hidden)
+    cross = tuple(first[1 + 2 * layers :])
+    past_self = tuple(torch.cat([kv, kv], dim=2) for kv in first[1 : 1 + 2 * layers])  # 2 positions
+    export_module(
+        WithPastGraph(model), (start + 3, mask, past_self, cross),
+        ["input_ids", "encoder_attention_mask", *self_names("past", layers), *cross_names("past", layers)],
+        ["logits", *present_self],
+        ({0: batch}, {0: batch, 1: source}, tuple({0: batch, 2: past} for _ in past_self),
+         tuple({0: batch, 2: source} for _ in cross)),
+        package / DECODER_WITH_PAST_FILE, opset,
+    )
+
+
+def describe_graph(path: Path, opset: int) -> dict:
+    """Inputs and outputs as the file declares them; the requested opset, no external data."""
+    onnx.checker.check_model(str(path))
+    model = onnx.load(str(path), load_external_data=False)
+    if any(onnx.external_data_helper.uses_external_data(t) for t in model.graph.initializer):
+        raise ExportError(f"{path}: weights were written as external data, expected one self-contained file")
+    actual = next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
+    if actual != opset:
+        raise ExportError(f"{path}: exported at opset {actual}, not the requested export.opset {opset} (try 18)")
+
+    def describe(value) -> dict:
+        tensor = value.type.tensor_type
+        shape = [dim.dim_param or dim.dim_value for dim in tensor.shape.dim]
+        return {"name": value.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name, "shape": shape}
+
+    return {"inputs": [describe(v) for v in model.graph.input], "outputs": [describe(v) for v in model.graph.output]}
+
+
+# ---------------------------------------------------------------- inputs from earlier stages
+
+
+def gate_sentences(paths: Paths, count: int) -> list[str]:
+    file = paths.split_file("target", "test")
+    if not file.is_file():
+        raise HandoffError(f"{file} not found: run the ingest stage first")
+    rows = read_jsonl(file)[:count]
+    if not rows:
+        raise HandoffError(f"{file} has no rows: the export gate needs target test sentences")
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row.get("src"), str):
+            raise HandoffError(f"{file} row {number}: no 'src' text (not a translation row): re-run ingest")
+    return [row["src"] for row in rows]
+
+
+def load_target(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    model = load_translator(model_dir).to(dtype=torch.float32, device="cpu").eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    return model, tokenizer
+
+
+def special_ids(model: PreTrainedModel, tokenizer) -> dict:
+    config = model.generation_config
+    ids = {
+        "pad_id": tokenizer.pad_token_id,
+        "eos_id": tokenizer.eos_token_id,
+        "unk_id": tokenizer.unk_token_id,
+        "decoder_start_id": config.decoder_start_token_id,
+    }
+    missing = [name for name in ("pad_id", "eos_id", "decoder_start_id") if ids[name] is None]
+    if missing:
+        raise HandoffError(f"models/target: no {missing} in its tokenizer/generation config (see tasks/translation/__init__.py)")
+    return ids
+
+
+def generation_spec(model: PreTrainedModel, p: Params) -> dict:
+    """What the runtime needs to decode as model.generate does: the model's own processors
+    (suppressed tokens, forced </s>) and the run's decoding (evaluate.generation)."""
+    config = model.generation_config
+    for name, defaults in UNSUPPORTED_GENERATION.items():
+        value = getattr(config, name, None)
+        if value not in defaults:
+            raise ExportError(f"models/target generation_config.{name} = {value!r}: the ONNX runtime does not apply it")
+    bad = config.bad_words_ids or []
+    if any(len(words) != 1 for words in bad):
+        raise ExportError(f"models/target generation_config.bad_words_ids {bad}: only single-token entries are supported")
+    g = p.evaluate.generation
+    return {
+        "max_new_tokens": g.max_new_tokens,
+        "num_beams": g.num_beams,
+        "length_penalty": g.length_penalty,
+        # as tasks.translation.model.generate_ids (evaluate) decodes: beams stop when full
+        "early_stopping": True,
+        "forced_eos_token_id": config.forced_eos_token_id,
+        "suppressed_ids": sorted({w[0] for w in bad} | set(config.suppress_tokens or [])),
+        "no_repeat_ngram_size": g.no_repeat_ngram_size,
+        "repetition_penalty": g.repetition_penalty,
+    }
+
+
+# ---------------------------------------------------------------- the gate
+
+
+def reference_batches(tokenizer, texts: Sequence[str], batches: list[list[int]], tgt_lang: str, max_length: int, pad_id: int):
+    """The training side's encoding (tasks.translation.tokenize) of each runtime batch, padded."""
+    encoded = encode_sources(tokenizer, list(texts), tgt_lang, max_length)
+    out = []
+    for index in batches:
+        width = max(len(encoded[i]) for i in index)
+        ids = torch.full((len(index), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(index), width), dtype=torch.long)
+        for row, i in enumerate(index):
+            ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+            mask[row, : len(encoded[i])] = 1
+        out.append((index, ids, mask))
+    return out
+
+
+@torch.no_grad()
+def torch_greedy(model: PreTrainedModel, feeds, count: int, max_new_tokens: int, ids: dict) -> tuple[list, float]:
+    out: list[list[int]] = [[] for _ in range(count)]
+    started = time.perf_counter()
+    for index, input_ids, mask in feeds:
+        generated = model.generate(
+            input_ids=input_ids, attention_mask=mask, num_beams=1, do_sample=False, max_new_tokens=max_new_tokens
+        )
+        for i, row in zip(index, generated.tolist()):
+            out[i] = trim(row[1:], ids["eos_id"], ids["pad_id"])  # row[0] is the decoder start
+    return out, time.perf_counter() - started
+
+
+@torch.no_grad()
+def first_step_logit_diff(model: PreTrainedModel, translator: OnnxTranslator, feeds, start_id: int) -> float:
+    worst = 0.0
+    for _, input_ids, mask in feeds:
+        start = torch.full((len(input_ids), 1), start_id, dtype=torch.long)
+        reference = model(input_ids=input_ids, attention_mask=mask, decoder_input_ids=start).logits[:, -1, :].numpy()
+        ids, mask_np = input_ids.numpy(), mask.numpy()
+        logits, _, _ = translator.first_step(translator.encode(ids, mask_np), mask_np)
+        worst = max(worst, float(np.abs(reference - logits).max()))
+    return worst
+
+
+def check_gate(model, tokenizer, translator: OnnxTranslator, texts: Sequence[str], p: Params, ids: dict) -> dict:
+    """ORT greedy ids == model.generate greedy ids on every sentence, the same batches for both.
+    Also: encodings equal, max abs first-step logit difference, and both decode times."""
+    tgt_lang, max_new = p.data.target.languages.tgt, p.evaluate.generation.max_new_tokens
+    batches = translator.plan_batches(texts, GATE_BATCH_SIZE)
+    feeds = reference_batches(tokenizer, texts, batches, tgt_lang, translator.max_length, ids["pad_id"])
+    for number, text in enumerate(texts, start=1):
+        expected = encode_sources(tokenizer, [text], tgt_lang, translator.max_length)[0]
+        if translator.encode_ids(text) != expected:
+            raise ExportError(f"runtime encodes gate sentence {number} differently from the tokenize stage: {text!r}")
+
+    translator.generate_ids(texts[:1], max_new_tokens=2)  # warm-up: session set-up is not decode time
+    started = time.perf_counter()
+    runtime = translator.generate_ids(texts, num_beams=1, max_new_tokens=max_new, batch_size=GATE_BATCH_SIZE)
+    ort_seconds = time.perf_counter() - started
+    reference, torch_seconds = torch_greedy(model, feeds, len(texts), max_new, ids)
+
+    differ = [i for i, (a, b) in enumerate(zip(reference, runtime)) if a != b]
+    gate = {
+        "sentences": len(texts),
+        "identical": len(texts) - len(differ),
+        "max_abs_first_step_logit_diff": first_step_logit_diff(model, translator, feeds, ids["decoder_start_id"]),
+        "batch_size": GATE_BATCH_SIZE,
+        "max_new_tokens": max_new,
+        "ort_greedy_seconds": round(ort_seconds, 4),
+        "torch_generate_seconds": round(torch_seconds, 4),
+        "speedup": round(torch_seconds / max(ort_seconds, 1e-9), 3),
+        "providers": translator.encoder.get_providers(),
+    }
+    if differ:
+        first = differ[0]
+        raise ExportError(
+            f"ONNX greedy decode differs from model.generate on {len(differ)} of {len(texts)} target test "
+            f"sentences; first: sentence {first + 1} {texts[first]!r}: torch {reference[first]} vs onnx {runtime[first]} "
+            f"(max abs first-step logit diff {gate['max_abs_first_step_logit_diff']:.3g})"
+        )
+    return gate
+
+
+# ---------------------------------------------------------------- package
+
+
+def build_manifest(p: Params, package: Path, model: PreTrainedModel, tokenizer, ids: dict, model_dir: Path) -> dict:
+    config = model.config
+    pair = p.data.target.languages
+    tag = language_tag(pair.tgt)
+    vocab = tokenizer.get_vocab()
+    if tag not in vocab:
+        raise HandoffError(f"{model_dir}: tokenizer has no language tag {tag} for target language {pair.tgt!r}: re-run tokenize")
+    tokenizer.save_pretrained(str(package))
+    if not (package / TOKENIZER_FILE).is_file():
+        raise HandoffError(f"{model_dir}: the tokenizer is not a fast one (save_pretrained wrote no {TOKENIZER_FILE})")
+    heads = config.decoder_attention_heads
+    return {
+        "format_version": FORMAT_VERSION,
+        "task": TASK,
+        "opset": p.export.opset,
+        "graphs": {name: describe_graph(package / name, p.export.opset) for name in (ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE)},
+        "languages": {"src": pair.src, "tgt": pair.tgt},
+        "language_tag": tag,
+        "language_tag_id": vocab[tag],
+        "language_tags": {token: i for token, i in sorted(vocab.items()) if token.startswith("<2") and token.endswith(">")},
+        "special_tokens": ids,
+        "max_length": int(min(tokenizer.model_max_length, p.tokenize.max_length)),
+        "num_layers": {"encoder": config.encoder_layers, "decoder": config.decoder_layers},
+        "num_heads": heads,
+        "head_dim": config.d_model // heads,
+        "d_model": config.d_model,
+        "vocab_size": int(model.get_output_embeddings().weight.shape[0]),
+        "generation": generation_spec(model, p),
+        "tokenizer": {"file": TOKENIZER_FILE},
+        "files": file_hashes(package),
+        "versions": {
+            "onnxruntime": onnxruntime.__version__,
+            "onnx": onnx.__version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        "source": source_info(model_dir),
+    }
+
+
+def run(p: Params, paths: Paths) -> dict:
+    """Export, gate, then replace models/onnx and metrics/export.json; on any failure the old
+    package stays as it was (atomic_dir) and nothing is written."""
+    model_dir = paths.target_model
+    texts = gate_sentences(paths, p.export.parity_samples)
+    model, tokenizer = load_target(model_dir)
+    ids = special_ids(model, tokenizer)
+    started = time.perf_counter()
+    with atomic_dir(paths.onnx) as package:
+        export_graphs(model, package, ids["pad_id"], ids["decoder_start_id"], p.export.opset)
+        manifest = build_manifest(p, package, model, tokenizer, ids, model_dir)
+        write_json_atomic(package / MANIFEST, manifest)
+        translator = OnnxTranslator(package)  # also proves the hashes verify
+        manifest["gate"] = check_gate(model, tokenizer, translator, texts, p, ids)
+        write_json_atomic(package / MANIFEST, manifest)  # manifest.json is not among the hashed files
+    sizes = {name: (paths.onnx / name).stat().st_size for name in (ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE)}
+    metrics = {"gate": manifest["gate"], "onnx_bytes": sizes, "opset": p.export.opset}
+    write_json_atomic(paths.metrics / "export.json", metrics)
+    gate = manifest["gate"]
+    print(
+        f"export: {paths.onnx} ({sum(sizes.values()) / 1e6:.1f} MB, opset {p.export.opset}) in "
+        f"{time.perf_counter() - started:.1f}s; greedy ids identical on {gate['identical']}/{gate['sentences']} "
+        f"sentences, ORT+KV-cache {gate['speedup']:.1f}x faster than model.generate"
+    )
+    return metrics
