@@ -133,7 +133,7 @@ def run(p: Params, paths: Paths) -> dict:
         return translation.run(p, paths)
     _, tokenizer = load_tokenized(paths, "target")
     check_handoff(paths.target_model, tokenizer, p.task.labels)
-    rows = test_rows(paths)
+    rows = test_rows(paths)[: p.evaluate.test_rows]  # None: every row
     texts = [row["text"] for row in rows]
     label_ids = {name: i for i, name in enumerate(p.task.labels)}
     truth = np.array([label_ids[row["label"]] for row in rows])
