@@ -99,3 +99,48 @@ def test_cli_accepts_the_repository_params():
     result = run_params_cli(REPO / "params.yaml")
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
+
+
+# ---------------------------------------------------------------- task.kind translation
+
+PAIRS = {
+    "source": {"path": "mt", "format": "text", "languages": {"src": "en", "tgt": "de"}},
+    "target": {"path": "mt", "format": "text", "languages": {"src": "en", "tgt": "fr"}},
+}
+TRANSLATION = {"task": {"kind": "translation"}, "data": PAIRS, "evaluate": {"baselines": ["target_only", "zero_shot"]}}
+
+
+def test_demo_translation_params_are_valid():
+    params = load_params(REPO / "demos" / "translation.yaml")
+    assert params.task.kind == "translation" and params.data.target.languages.tgt == "fr"
+    assert params.data.target.splits.test == "test_2016_flickr"
+
+
+def test_translation_needs_languages_on_both_pairs():
+    data = {**PAIRS, "target": {"path": "mt", "format": "text"}}
+    message = error_of({**TRANSLATION, "data": data})
+    assert "data.target.languages is required" in message and "(top level)" not in message
+
+
+@pytest.mark.parametrize(
+    "section, value, named",
+    [
+        ({"finetune": {"strategy": "llrd"}}, "llrd", "finetune.strategy"),
+        ({"pretrain": {"mode": "mlm"}}, "mlm", "pretrain.mode"),
+        ({"evaluate": {"baselines": ["vader"]}}, "vader", "evaluate.baselines"),
+    ],
+)
+def test_translation_refuses_classification_only_choices(section, value, named):
+    message = error_of({**TRANSLATION, **section})
+    assert named in message and value in message
+
+
+def test_freeze_encoder_is_refused_for_classification():
+    message = error_of({"data": DATA, "finetune": {"strategy": "freeze_encoder"}})
+    assert "finetune.strategy" in message and "translation" in message
+
+
+def test_a_language_pair_needs_two_languages():
+    data = {**PAIRS, "source": {**PAIRS["source"], "languages": {"src": "en", "tgt": "en"}}}
+    message = error_of({**TRANSLATION, "data": data})
+    assert "data.source.languages" in message and "same language" in message
