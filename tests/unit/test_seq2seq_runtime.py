@@ -1,0 +1,265 @@
+"""OnnxTranslator, the torch-free runtime for exported translation packages: greedy and beam
+search with a KV cache that give transformers' `generate` token ids, hashes checked on load,
+no torch import, and the stdin -> JSON command line.
+
+The package under test is made by the real export stage from a tiny Marian (d_model 32, 2+2
+layers) trained for a few seconds on real Multi30k en->fr pairs, with a BPE vocabulary trained
+on those pairs and the contract's special tokens. The builders are shared with
+tests/stages/test_translation_export.py.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.common.io import write_jsonl_atomic
+from tasks.common.onnx_runtime import ModelPackageError
+from tasks.common.paths import Paths
+from tasks.common.seq2seq_runtime import OnnxTranslator, trim
+from tasks.params import Params, parse_params
+from tests.conftest import SHARED_DATA, _require
+
+REPO = Path(__file__).resolve().parents[2]
+MULTI30K = SHARED_DATA / "multi30k"
+SPECIALS = ["<pad>", "</s>", "<unk>", "<2de>", "<2fr>"]  # the contract's ids 0, 1, 2, then tags
+MAX_LENGTH = 24  # source tokens, tag and </s> included: some test sentences are truncated
+MAX_NEW_TOKENS = 12
+GATE_SENTENCES = 24
+
+
+# ---------------------------------------------------------------- shared builders
+
+
+def multi30k_lines(split: str, lang: str, count: int) -> list[str]:
+    path = _require(MULTI30K / f"{split}.{lang}.gz")
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return [line.rstrip("\n") for line, _ in zip(handle, range(count))]
+
+
+def tiny_tokenizer(texts: list[str]):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE(unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Metaspace()
+    core.decoder = decoders.Metaspace()
+    core.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS, show_progress=False))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+        additional_special_tokens=SPECIALS[3:], model_max_length=MAX_LENGTH,
+    )
+
+
+def tiny_translator(src: list[str], tgt: list[str], steps: int = 60, seed: int = 0):
+    """A d_model-32 Marian fitted for `steps` Adam steps on (src, tgt) so its outputs depend on
+    the input (a random one says the same thing for every sentence)."""
+    import torch
+    from transformers import MarianConfig, MarianMTModel
+
+    tokenizer = tiny_tokenizer(src + tgt)
+    torch.manual_seed(seed)
+    config = MarianConfig(
+        vocab_size=len(tokenizer), decoder_vocab_size=len(tokenizer), d_model=32,
+        encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128, dropout=0.0,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        forced_eos_token_id=1,  # exercises the runtime's forced </s> at the length limit
+    )
+    model = MarianMTModel(config)
+    tag = tokenizer.convert_tokens_to_ids("<2fr>")
+    words = lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]  # noqa: E731
+    sources = [[tag] + ids[: MAX_LENGTH - 2] + [1] for ids in words(src)]
+    labels = [ids[:MAX_LENGTH - 1] + [1] for ids in words(tgt)]
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    model.train()
+    for step in range(steps):
+        batch = [(step * 16 + i) % len(src) for i in range(16)]
+        width, depth = max(len(sources[i]) for i in batch), max(len(labels[i]) for i in batch)
+        ids = torch.tensor([sources[i] + [0] * (width - len(sources[i])) for i in batch])
+        target = torch.tensor([labels[i] + [-100] * (depth - len(labels[i])) for i in batch])
+        loss = model(input_ids=ids, attention_mask=(ids != 0).long(), labels=target).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval(), tokenizer
+
+
+def build_workspace(root: Path) -> Paths:
+    """models/target (model + fast tokenizer) and data/prepared/target/test.jsonl (real
+    test_2016_flickr en->fr rows in the contract's format)."""
+    paths = Paths(root)
+    model, tokenizer = tiny_translator(multi30k_lines("train", "en", 64), multi30k_lines("train", "fr", 64))
+    model.save_pretrained(paths.target_model)
+    tokenizer.save_pretrained(paths.target_model)
+    src, tgt = multi30k_lines("test_2016_flickr", "en", 40), multi30k_lines("test_2016_flickr", "fr", 40)
+    rows = [{"id": f"test-{i}", "src": s, "tgt": t, "src_lang": "en", "tgt_lang": "fr"} for i, (s, t) in enumerate(zip(src, tgt))]
+    write_jsonl_atomic(paths.split_file("target", "test"), rows)
+    return paths
+
+
+def export_params(**export) -> Params:
+    pair = lambda tgt: {"path": str(MULTI30K), "format": "text", "languages": {"src": "en", "tgt": tgt}}  # noqa: E731
+    return parse_params(
+        {
+            "task": {"kind": "translation"},
+            "data": {"source": pair("de"), "target": pair("fr")},
+            "model": {"init": "scratch"},
+            "tokenize": {"max_length": MAX_LENGTH},
+            "evaluate": {"baselines": ["target_only"], "generation": {"max_new_tokens": MAX_NEW_TOKENS, "num_beams": 3}},
+            "export": {"opset": 17, "parity_samples": GATE_SENTENCES, **export},
+        }
+    )
+
+
+_SHARED: dict = {}
+
+
+def exported_workspace(tmp_path_factory) -> tuple[Paths, dict]:
+    """One tiny workspace exported once per test session (shared with the stage tests): read
+    it, or copy it before changing anything."""
+    if not _SHARED:
+        from tasks import export
+
+        paths = build_workspace(tmp_path_factory.mktemp("translation-exported"))
+        _SHARED["workspace"] = (paths, export.run(export_params(), paths))
+    return _SHARED["workspace"]
+
+
+def test_sentences(count: int = GATE_SENTENCES) -> list[str]:
+    return multi30k_lines("test_2016_flickr", "en", count)
+
+
+test_sentences.__test__ = False  # a helper, not a test
+
+
+def torch_generate(paths: Paths, translator: OnnxTranslator, texts: list[str], **generation) -> list[list[int]]:
+    """transformers' generate on the same padded batches the runtime builds, trimmed alike."""
+    import torch
+    from transformers import MarianMTModel
+
+    model = MarianMTModel.from_pretrained(str(paths.target_model)).eval()
+    out: list[list[int]] = [[] for _ in texts]
+    for index in translator.plan_batches(texts, generation.pop("batch_size", 32)):
+        ids, mask = translator.pad([translator.encode_ids(texts[i]) for i in index])
+        with torch.no_grad():
+            rows = model.generate(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), do_sample=False, **generation)
+        for i, row in zip(index, rows.tolist()):
+            out[i] = trim(row[1:], translator.eos_id, translator.pad_id)
+    return out
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def exported(tmp_path_factory) -> Paths:
+    return exported_workspace(tmp_path_factory)[0]
+
+
+@pytest.fixture
+def translator(exported) -> OnnxTranslator:
+    return OnnxTranslator(exported.onnx)
+
+
+# ---------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("max_new_tokens", [3, MAX_NEW_TOKENS])
+def test_greedy_ids_equal_generate_on_a_batch_of_mixed_lengths(exported, translator, max_new_tokens):
+    texts = test_sentences()  # 6 to 30+ tokens: padded batches, some truncated to MAX_LENGTH
+    assert max(len(translator.encode_ids(t)) for t in texts) == MAX_LENGTH > min(len(translator.encode_ids(t)) for t in texts)
+    ours = translator.generate_ids(texts, num_beams=1, max_new_tokens=max_new_tokens)
+    assert ours == torch_generate(exported, translator, texts, num_beams=1, max_new_tokens=max_new_tokens)
+    if max_new_tokens == 3:  # no room to finish: generation_config.forced_eos_token_id ends every row
+        assert all(len(row) == 3 and row[-1] == translator.eos_id for row in ours)
+    else:
+        assert len({tuple(row) for row in ours}) > 3, "outputs must depend on the input for this test to mean much"
+
+
+@pytest.mark.parametrize("early_stopping, length_penalty", [(False, 1.0), (True, 1.0), (True, 0.5)])
+def test_beam_ids_equal_generate_beam_search(exported, translator, early_stopping, length_penalty):
+    texts = test_sentences(16)
+    translator.generation["early_stopping"] = early_stopping
+    ours = translator.generate_ids(texts, num_beams=3, length_penalty=length_penalty, batch_size=8)
+    reference = torch_generate(
+        exported, translator, texts, num_beams=3, max_new_tokens=MAX_NEW_TOKENS,
+        early_stopping=early_stopping, length_penalty=length_penalty, batch_size=8,
+    )
+    assert ours == reference
+    assert ours != translator.generate_ids(texts, num_beams=1), "beam search should change some outputs"
+
+
+def test_batching_does_not_change_the_ids(translator):
+    texts = test_sentences(12)
+    assert translator.generate_ids(texts, batch_size=1) == translator.generate_ids(texts, batch_size=12)
+
+
+def test_source_encoding_follows_the_contract(translator):
+    ids = translator.encode_ids("A man rides a bike.")
+    assert ids[0] == translator.manifest["language_tags"]["<2fr>"] == translator.tag_id
+    assert ids[-1] == translator.eos_id == 1 and translator.pad_id == 0
+    assert len(translator.encode_ids(" ".join(test_sentences(10)))) == MAX_LENGTH
+
+
+def test_translate_decodes_without_special_tokens(translator):
+    texts = test_sentences(4)
+    out = translator.translate(texts)
+    assert len(out) == 4 and all(isinstance(t, str) for t in out)
+    assert not any(token in t for t in out for token in ("<pad>", "</s>", "<2fr>"))
+    assert out == [translator.decode(ids) for ids in translator.generate_ids(texts)]
+
+
+def test_runtime_translates_without_importing_torch_or_transformers(exported):
+    code = (
+        "import sys; from tasks.common.seq2seq_runtime import OnnxTranslator; "
+        f"t = OnnxTranslator({str(exported.onnx)!r}); t.translate(['A dog runs.'], num_beams=2); "
+        "loaded = [m for m in ('torch', 'transformers') if m in sys.modules]; "
+        "sys.exit(f'imported {loaded}' if loaded else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr or result.stdout
+
+
+def test_cli_reads_stdin_and_prints_one_json_line_per_sentence(exported, translator):
+    texts = test_sentences(3)
+    result = subprocess.run(
+        [sys.executable, "-m", "tasks.common.seq2seq_runtime", str(exported.onnx), "--beams", "2"],
+        input="\n".join(texts) + "\n\n", cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["source"] for line in lines] == texts
+    assert [line["translation"] for line in lines] == translator.translate(texts, num_beams=2)
+
+
+def test_cli_names_a_missing_package_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "tasks.common.seq2seq_runtime", str(tmp_path / "nowhere")],
+        input="A dog.\n", cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: serve: {tmp_path / 'nowhere' / 'manifest.json'} not found: "
+                                                  "not an exported model package (run the export stage)"]
+
+
+def test_a_changed_graph_fails_the_hash_check(exported, tmp_path):
+    package = Path(shutil.copytree(exported.onnx, tmp_path / "onnx"))
+    with (package / "decoder_with_past.onnx").open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ModelPackageError, match=r"decoder_with_past\.onnx: sha256 .* does not match manifest\.json"):
+        OnnxTranslator(package)
+
+
+def test_a_classification_package_is_refused(exported, tmp_path):
+    package = Path(shutil.copytree(exported.onnx, tmp_path / "onnx"))
+    manifest = json.loads((package / "manifest.json").read_text())
+    (package / "manifest.json").write_text(json.dumps({**manifest, "task": "classification"}))
+    with pytest.raises(ModelPackageError, match="task 'classification'; this runtime reads .* task translation"):
+        OnnxTranslator(package)
