@@ -36,21 +36,27 @@ def run_languages(p: Params) -> list[str]:
 def train_subword(texts: list[str], p: Params) -> PreTrainedTokenizerFast:
     """A shared BPE or Unigram vocabulary over all languages, with the contract's specials.
 
-    Metaspace pre-tokenization keeps the spaces inside the tokens ("▁man"), so decoding gives
-    back the exact spacing of the input ("A man ." stays "A man ."), unlike a BERT-style
-    pre-tokenizer that loses where the spaces were.
+    BPE is byte-level: every byte is in the vocabulary, so a character never seen in training
+    (a rare accent, an emoji in a test sentence) still round-trips instead of becoming <unk>.
+    Unigram uses Metaspace ("▁man"); an unseen character there is <unk>. Both keep the spaces
+    inside the tokens, so decoding gives back the exact spacing ("A man ." stays "A man ."),
+    unlike a BERT-style pre-tokenizer that loses where the spaces were.
     """
     specials = [PAD, EOS, UNK] + [language_tag(lang) for lang in run_languages(p)]
     vocab_size = p.model.scratch.vocab_size
     if p.tokenize.subword == "unigram":
         core = Tokenizer(models.Unigram())
+        core.pre_tokenizer = pre_tokenizers.Metaspace()
+        core.decoder = decoders.Metaspace()
         trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token=UNK)
     else:
         core = Tokenizer(models.BPE(unk_token=UNK))
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials)
+        # no prefix space: decoding then gives the text back without a leading blank
+        core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        core.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet)
     core.normalizer = normalizers.NFKC()
-    core.pre_tokenizer = pre_tokenizers.Metaspace()
-    core.decoder = decoders.Metaspace()
     core.train_from_iterator(texts, trainer)
     for index, token in enumerate(specials):  # the contract fixes these ids
         if core.token_to_id(token) != index:
@@ -64,7 +70,7 @@ def train_subword(texts: list[str], p: Params) -> PreTrainedTokenizerFast:
         eos_token=EOS,
         unk_token=UNK,
         model_max_length=p.tokenize.max_length,
-        clean_up_tokenization_spaces=False,  # the Metaspace decoder already gives the exact text
+        clean_up_tokenization_spaces=False,  # the decoders already give the exact text back
     )
 
 
@@ -100,7 +106,8 @@ def tag_id(tokenizer: PreTrainedTokenizerBase, tgt_lang: str) -> int:
 
 def subword_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
     """Token ids of each text without any special token (the tag and </s> are added here)."""
-    return tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
+    # verbose=False: no "longer than the maximum" warning, truncation follows below
+    return tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
 
 
 def encode_sources(tokenizer: PreTrainedTokenizerBase, texts: list[str], tgt_lang: str, max_length: int) -> list[list[int]]:

@@ -75,14 +75,25 @@ def params(movie_file, amazon_file):
 
 # ---------------------------------------------------------------- translation (Multi30k subsets)
 
-import gzip  # noqa: E402
-
 from tests.conftest import SHARED_DATA, _require  # noqa: E402
 
 MULTI30K = SHARED_DATA / "multi30k"
 MULTI30K_SPLITS = {"train": "train", "val": "val", "test": "test_2016_flickr"}
-# Rows per split in the tiny translation workspaces (train is capped by data.*.max_rows too).
-TRANSLATION_ROWS = {"train": 300, "val": 40, "test": 40}
+# Train pairs per language pair in the tiny translation workspaces (val and test stay whole:
+# ingest caps only the train split of predefined splits).
+TRANSLATION_TRAIN_ROWS = 300
+# ... then the fixture keeps the first rows of val and test: evaluating 1,000 pairs at every
+# eval step costs more than the training itself on 2 shared cores.
+TRANSLATION_EVAL_ROWS = 100
+
+
+def trim_eval_splits(paths: Paths, rows: int) -> None:
+    from tasks.common.io import read_jsonl, write_jsonl_atomic
+
+    for domain in ("source", "target"):
+        for split in ("val", "test"):
+            file = paths.split_file(domain, split)
+            write_jsonl_atomic(file, read_jsonl(file)[:rows])
 
 
 def tiny_translation_params(**overrides) -> Params:
@@ -94,16 +105,16 @@ def tiny_translation_params(**overrides) -> Params:
         "device": "cpu",
         "task": {"kind": "translation"},
         "data": {
-            "source": {"path": multi30k, "format": "text", "max_rows": TRANSLATION_ROWS["train"],
+            "source": {"path": multi30k, "format": "text", "max_rows": TRANSLATION_TRAIN_ROWS,
                        "languages": {"src": "en", "tgt": "de"}, "splits": splits},
-            "target": {"path": multi30k, "format": "text", "max_rows": TRANSLATION_ROWS["train"],
+            "target": {"path": multi30k, "format": "text", "max_rows": TRANSLATION_TRAIN_ROWS,
                        "languages": {"src": "en", "tgt": "fr"}, "splits": splits},
         },
         "model": {"init": "scratch", "scratch": {"layers": 2, "hidden_size": 32, "heads": 2,
                                                   "intermediate_size": 64, "vocab_size": 1000}},
         "tokenize": {"max_length": 64},
-        # 40 steps at 3e-3 take seconds here and leave a model that has learned something
-        "pretrain": {"mode": "supervised", "max_steps": 40, "eval_steps": 20, "batch_size": 16,
+        # 30 steps at 3e-3 take seconds and leave a model that has learned something
+        "pretrain": {"mode": "supervised", "max_steps": 30, "eval_steps": 15, "batch_size": 16,
                      "learning_rate": 3e-3, "early_stopping_patience": 0},
         "finetune": {"strategy": "full", "max_steps": 10, "eval_steps": 5, "batch_size": 16, "learning_rate": 1e-3},
         "evaluate": {"baselines": ["target_only", "zero_shot"], "test_rows": 20, "samples": 5,
@@ -120,26 +131,6 @@ def tiny_translation_params(**overrides) -> Params:
     return parse_params(raw)
 
 
-def read_lines(split: str, lang: str, count: int) -> list[str]:
-    file = _require(MULTI30K / f"{MULTI30K_SPLITS[split]}.{lang}.gz")
-    with gzip.open(file, "rt", encoding="utf-8") as handle:
-        return [line.rstrip("\n") for line, _ in zip(handle, range(count))]
-
-
-def write_translation_prepared(root: Path, p: Params) -> None:
-    """Prepared rows in the contract format straight from Multi30k (what ingest writes)."""
-    from tasks.common.io import write_jsonl_atomic
-
-    paths = Paths(root)
-    for domain, spec in (("source", p.data.source), ("target", p.data.target)):
-        pair = spec.languages
-        for split, count in TRANSLATION_ROWS.items():
-            src, tgt = read_lines(split, pair.src, count), read_lines(split, pair.tgt, count)
-            rows = [{"id": f"{split}-{i}", "src": s, "tgt": t, "src_lang": pair.src, "tgt_lang": pair.tgt}
-                    for i, (s, t) in enumerate(zip(src, tgt))]
-            write_jsonl_atomic(paths.split_file(domain, split), rows)
-
-
 @pytest.fixture(scope="session")
 def translation_params():
     """Factory: `translation_params(**{"finetune.strategy": "freeze_encoder"}) -> Params`."""
@@ -148,17 +139,19 @@ def translation_params():
 
 @pytest.fixture(scope="session")
 def translation_tokenized(tmp_path_factory) -> Path:
-    """Workspace root with prepared and tokenized Multi30k subsets; copy it before writing."""
+    """Workspace root with Multi30k ingested (300 train pairs each, val/test trimmed to 100) and
+    tokenized; copy it before writing."""
     root = tmp_path_factory.mktemp("translation-tokenized")
     params = tiny_translation_params()
-    write_translation_prepared(root, params)
+    ingest.run(params, Paths(root))
+    trim_eval_splits(Paths(root), TRANSLATION_EVAL_ROWS)
     tokenize.run(params, Paths(root))
     return root
 
 
 @pytest.fixture(scope="session")
 def translation_pretrained(tmp_path_factory, translation_tokenized) -> Path:
-    """+ models/source (en->de, 40 steps)."""
+    """+ models/source (en->de, 30 steps)."""
     root = tmp_path_factory.mktemp("translation-pretrained")
     shutil.copytree(translation_tokenized, root, dirs_exist_ok=True)
     pretrain.run(tiny_translation_params(), Paths(root))
