@@ -241,3 +241,52 @@ def test_python_m_finetune_dispatches_to_translation(translation_pretrained, tra
     assert done.returncode == 0, done.stderr[-2000:]
     log = read_json(paths.target_model / "finetune.json")
     assert log["strategy"] == "full" and log["history"][-1]["step"] == 2
+
+
+def test_a_pretrained_init_gets_the_missing_tag_and_grown_embeddings(translation_pretrained, translation_params, tmp_path):
+    """en->cs by one param, from a saved model (any seq2seq path or HF id works the same)."""
+    from tasks import ingest, tokenize
+
+    init = Paths(translation_pretrained).source_model
+    p = translation_params(**{"model.init": str(init), "data.target.languages.tgt": "cs", "data.target.max_rows": 50})
+    paths = Paths(tmp_path)
+    ingest.run(p, paths)
+    report = tokenize.run(p, paths)
+    _, tokenizer = load_pairs(paths, "target")
+    _, original = load_pairs(Paths(translation_pretrained), "target")
+    cs = tokenizer.convert_tokens_to_ids("<2cs>")
+    assert len(tokenizer) == len(original) + 1 and cs == len(original), "the one missing tag is appended"
+    assert report["language_tags"] == {"de": 3, "cs": cs}
+    assert tokenizer.decode([cs, 7], skip_special_tokens=True) == tokenizer.decode([7])
+    model = new_translator(p, tokenizer)
+    assert model.get_input_embeddings().num_embeddings == len(tokenizer)
+    assert not model.model.encoder.embed_positions.weight.requires_grad
+    ids = generate_ids(model, tokenizer, ["A man ."], "cs", num_beams=1, max_new_tokens=4, batch_size=1, device="cpu")
+    assert len(ids) == 1 and len(ids[0]) <= 4
+
+
+def test_a_killed_finetune_resumes_from_its_checkpoint(translation_pretrained, translation_params, tmp_path, monkeypatch):
+    from transformers import Trainer
+
+    paths = copy_workspace(translation_pretrained, tmp_path)
+    p = translation_params(**{"finetune.max_steps": 6, "finetune.eval_steps": 3, "finetune.early_stopping_patience": 0,
+                              "finetune.target_budget": 64, "finetune.strategy": "freeze_encoder"})
+    original = Trainer.training_step
+    calls = []
+
+    def dying_step(self, *args, **kwargs):
+        calls.append(self.state.global_step)
+        if len(calls) == 5:  # past checkpoint-3: the process "dies" here
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        finetune.run(p, paths)
+    assert (paths.checkpoints("finetune") / "checkpoint-3").exists() and not paths.target_model.exists()
+    counted = []
+    monkeypatch.setattr(Trainer, "training_step", lambda self, *a, **k: counted.append(1) or original(self, *a, **k))
+    finetune.run(p, paths)
+    assert len(counted) == 3, "the re-run must resume at step 3, not start over"
+    before, after = state(load_translator(paths.source_model)), state(load_translator(paths.target_model))
+    assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("model.encoder.layers."))
