@@ -407,8 +407,8 @@ def run(p: Params, paths: Paths) -> dict:
     """Export, gate, then replace models/onnx and metrics/export.json; on any failure the old
     package stays as it was (atomic_dir) and nothing is written."""
     model_dir = paths.target_model
-    texts = gate_sentences(paths, p.export.parity_samples)
     model, tokenizer = load_target(model_dir)
+    texts = gate_sentences(paths, p.export.parity_samples)
     ids = special_ids(model, tokenizer)
     started = time.perf_counter()
     with atomic_dir(paths.onnx) as package:

@@ -1,0 +1,190 @@
+"""The export stage for task.kind translation: three self-contained ONNX graphs with dynamic
+batch/source/past axes, a manifest whose hashes match the files, the gate (ONNX greedy ids ==
+model.generate ids) with its timing figures, and failures that leave the old package alone.
+
+The tiny model is built in tests/unit/test_seq2seq_runtime.py (a d_model-32 Marian fitted on
+real Multi30k en->fr pairs); the last test exports the model the real translation stages
+(tokenize, pretrain, finetune) produce.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+
+from tasks import export as export_stage
+from tasks.common.errors import ExportError, HandoffError
+from tasks.common.io import read_json, read_jsonl
+from tasks.common.onnx_runtime import sha256_file
+from tasks.common.paths import Paths
+from tasks.common.seq2seq_runtime import OnnxTranslator
+from tasks.translation import export
+from tasks.translation.model import generate_ids
+from tests.stages.conftest import tiny_translation_params
+from tests.unit.test_seq2seq_runtime import GATE_SENTENCES, export_params, exported_workspace
+
+GRAPHS = ("encoder.onnx", "decoder.onnx", "decoder_with_past.onnx")
+
+
+@pytest.fixture
+def exported(tmp_path_factory) -> Paths:
+    return exported_workspace(tmp_path_factory)[0]
+
+
+@pytest.fixture
+def workspace(exported, tmp_path) -> Paths:
+    """A private copy of the exported workspace (models/onnx included) for one test."""
+    shutil.copytree(exported.root, tmp_path, dirs_exist_ok=True)
+    return Paths(tmp_path)
+
+
+def package_hashes(paths: Paths) -> dict[str, str]:
+    return {f.name: sha256_file(f) for f in sorted(paths.onnx.iterdir())}
+
+
+def shapes(manifest: dict, graph: str, side: str) -> dict[str, list]:
+    return {value["name"]: value["shape"] for value in manifest["graphs"][graph][side]}
+
+
+# ---------------------------------------------------------------- the package
+
+
+def test_package_is_three_graphs_tokenizer_and_manifest(exported):
+    names = {f.name for f in exported.onnx.iterdir()}
+    assert {*GRAPHS, "tokenizer.json", "tokenizer_config.json", "manifest.json"} <= names
+    assert not [name for name in names if name.endswith(".data") or name.startswith(".")], "no external data"
+    assert not list(exported.onnx.parent.glob(".onnx.*")), "temp dirs must not be left beside the package"
+
+
+def test_manifest_hashes_match_the_files_and_cover_all_of_them(exported):
+    manifest = read_json(exported.onnx / "manifest.json")
+    on_disk = {f.name for f in exported.onnx.iterdir()} - {"manifest.json"}
+    assert manifest["files"] == {name: sha256_file(exported.onnx / name) for name in on_disk}
+
+
+def test_manifest_describes_languages_tokens_and_model(exported):
+    manifest = read_json(exported.onnx / "manifest.json")
+    assert manifest["task"] == "translation" and manifest["format_version"] == 1 and manifest["opset"] == 17
+    assert manifest["languages"] == {"src": "en", "tgt": "fr"} and manifest["language_tag"] == "<2fr>"
+    assert manifest["language_tags"] == {"<2de>": 3, "<2fr>": 4} and manifest["language_tag_id"] == 4
+    assert manifest["special_tokens"] == {"pad_id": 0, "eos_id": 1, "unk_id": 2, "decoder_start_id": 0}
+    assert manifest["num_layers"] == {"encoder": 2, "decoder": 2}
+    assert (manifest["num_heads"], manifest["head_dim"], manifest["d_model"]) == (2, 16, 32)
+    assert manifest["generation"]["forced_eos_token_id"] == 1 and manifest["generation"]["num_beams"] == 3
+    for graph in GRAPHS:  # the opset the file really has, not just the one asked for
+        model = onnx.load(str(exported.onnx / graph), load_external_data=False)
+        assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 17
+
+
+def test_graphs_have_dynamic_batch_source_and_past_axes(exported):
+    manifest = read_json(exported.onnx / "manifest.json")
+    assert shapes(manifest, "encoder.onnx", "inputs") == {"input_ids": ["batch", "source"], "attention_mask": ["batch", "source"]}
+    assert shapes(manifest, "encoder.onnx", "outputs") == {"encoder_hidden_states": ["batch", "source", 32]}
+    first = shapes(manifest, "decoder.onnx", "outputs")
+    assert first["present.1.self.key"] == ["batch", 2, 1, 16] and first["present.1.cross.value"] == ["batch", 2, "source", 16]
+    past_in, past_out = shapes(manifest, "decoder_with_past.onnx", "inputs"), shapes(manifest, "decoder_with_past.onnx", "outputs")
+    assert past_in["past.0.self.key"] == ["batch", 2, "past", 16] and past_in["past.1.cross.key"] == ["batch", 2, "source", 16]
+    assert past_out["present.0.self.value"] == ["batch", 2, "past + 1", 16]
+    assert set(past_out) == {"logits"} | {f"present.{i}.self.{kv}" for i in range(2) for kv in ("key", "value")}
+
+
+def test_gate_figures_are_in_the_manifest_and_metrics(exported):
+    metrics = read_json(exported.metrics / "export.json")
+    gate = metrics["gate"]
+    assert gate == read_json(exported.onnx / "manifest.json")["gate"]
+    assert gate["sentences"] == gate["identical"] == GATE_SENTENCES
+    assert 0 <= gate["max_abs_first_step_logit_diff"] < 1e-4
+    assert gate["ort_greedy_seconds"] > 0 and gate["torch_generate_seconds"] > 0
+    assert gate["speedup"] == pytest.approx(gate["torch_generate_seconds"] / gate["ort_greedy_seconds"], rel=0.01)
+    assert metrics["onnx_bytes"].keys() == set(GRAPHS) and metrics["opset"] == 17
+
+
+# ---------------------------------------------------------------- failures keep the old package
+
+
+@pytest.fixture
+def reuse_graphs(exported, monkeypatch):
+    """export_graphs copies the graphs already exported from this very model (a re-export
+    costs seconds, and these tests are about what happens after it)."""
+
+    def copy_graphs(model, package, *args):
+        for name in GRAPHS:
+            shutil.copyfile(exported.onnx / name, package / name)
+
+    monkeypatch.setattr(export, "export_graphs", copy_graphs)
+    return copy_graphs
+
+
+def assert_old_package_kept(paths: Paths, before: dict, metrics_before: str) -> None:
+    assert package_hashes(paths) == before
+    assert (paths.metrics / "export.json").read_text() == metrics_before
+    assert not list(paths.onnx.parent.glob(".onnx.*")), "the failed export's temp dir must be removed"
+
+
+def test_a_runtime_that_drops_a_token_fails_the_gate_and_keeps_the_old_package(workspace, reuse_graphs, monkeypatch):
+    before, metrics_before = package_hashes(workspace), (workspace.metrics / "export.json").read_text()
+    generate = OnnxTranslator.generate_ids
+
+    def drop_last_token_of_first(self, texts, **kwargs):
+        rows = generate(self, texts, **kwargs)
+        return [rows[0][:-1], *rows[1:]]
+
+    monkeypatch.setattr(OnnxTranslator, "generate_ids", drop_last_token_of_first)
+    with pytest.raises(ExportError, match=rf"differs from model\.generate on 1 of {GATE_SENTENCES} .*first: sentence 1 "):
+        export.run(export_params(), workspace)
+    assert_old_package_kept(workspace, before, metrics_before)
+
+
+def test_perturbed_decoder_weights_fail_the_gate(workspace, reuse_graphs, monkeypatch):
+    """The graph on disk (hashed after the damage, so the hash check passes) decodes
+    differently: only the greedy-id gate can catch it."""
+    before, metrics_before = package_hashes(workspace), (workspace.metrics / "export.json").read_text()
+    def damaged(model, package, *args):
+        reuse_graphs(model, package, *args)
+        path = package / "decoder_with_past.onnx"
+        graph = onnx.load(str(path))
+        vocab = model.config.vocab_size
+        for tensor in graph.graph.initializer:  # negate the vocabulary-sized weights (embeddings, output bias)
+            if vocab in tensor.dims and tensor.data_type == onnx.TensorProto.FLOAT:
+                tensor.CopyFrom(onnx.numpy_helper.from_array(-onnx.numpy_helper.to_array(tensor), tensor.name))
+        onnx.save(graph, str(path))
+
+    monkeypatch.setattr(export, "export_graphs", damaged)
+    with pytest.raises(ExportError, match=r"ONNX greedy decode differs from model\.generate on \d+ of"):
+        export.run(export_params(), workspace)
+    assert_old_package_kept(workspace, before, metrics_before)
+
+
+def test_missing_inputs_are_named_in_one_line(workspace):
+    test_split = workspace.split_file("target", "test")
+    test_split.unlink()
+    with pytest.raises(HandoffError, match=rf"^{test_split} not found: run the ingest stage first$"):
+        export.run(export_params(), workspace)
+    shutil.rmtree(workspace.target_model)  # checked first: the model is the stage's main input
+    with pytest.raises(HandoffError, match=rf"^{workspace.target_model} has no model \(config\.json missing\)"):
+        export.run(export_params(), workspace)
+
+
+# ---------------------------------------------------------------- the real stages' model
+
+
+def test_stage_exports_the_finetuned_pipeline_model(translation_finetuned, tmp_path):
+    """tasks.export dispatches on task.kind; the model that tokenize/pretrain/finetune made
+    passes the gate, and the package translates the target test sentences."""
+    shutil.copytree(translation_finetuned, tmp_path, dirs_exist_ok=True)
+    paths, params = Paths(tmp_path), tiny_translation_params()
+    metrics = export_stage.run(params, paths)
+    assert metrics["gate"]["identical"] == metrics["gate"]["sentences"] == params.export.parity_samples
+    translator = OnnxTranslator(paths.onnx)
+    assert translator.manifest["languages"] == {"src": "en", "tgt": "fr"}
+    texts = [row["src"] for row in read_jsonl(paths.split_file("target", "test"))[:12]]
+    g = params.evaluate.generation
+    ours = translator.generate_ids(texts, num_beams=g.num_beams, max_new_tokens=g.max_new_tokens)
+    model, tokenizer = export.load_target(paths.target_model)
+    theirs = generate_ids(model, tokenizer, texts, "fr", num_beams=g.num_beams, max_new_tokens=g.max_new_tokens,
+                          batch_size=32, device="cpu", max_length=params.tokenize.max_length)
+    # evaluate's ids stop before </s> and drop padding; the runtime's keep the </s>
+    assert [[i for i in row if i not in (0, 1)] for row in ours] == theirs, "beam search must match evaluate's"
