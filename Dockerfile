@@ -1,7 +1,7 @@
 # Two targets:
 #   docker build --target train -t transfer-train .   # CUDA torch; runs the pipeline (dvc repro / Prefect flow)
 #   docker build --target serve -t transfer-serve .   # torch-free: onnxruntime-gpu + tokenizers + numpy
-# The serve image takes an exported package (models/onnx) mounted at /model.
+# The serve image takes an exported package (models/onnx, classification or translation) mounted at /model.
 
 # ---------------------------------------------------------------- train
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 AS train
@@ -31,6 +31,8 @@ RUN pip install onnxruntime-gpu==1.32.0 tokenizers==0.23.3 numpy==2.4.6
 WORKDIR /app
 # Only the torch-free runtime module ships; the model package is mounted or copied to /model.
 COPY tasks/__init__.py tasks/__init__.py
-COPY tasks/common/__init__.py tasks/common/errors.py tasks/common/io.py tasks/common/onnx_runtime.py tasks/common/
+COPY tasks/common/__init__.py tasks/common/errors.py tasks/common/io.py tasks/common/onnx_runtime.py \
+     tasks/common/seq2seq_runtime.py tasks/common/serve.py tasks/common/
 ENV MODEL_DIR=/model
-ENTRYPOINT ["python", "-m", "tasks.common.onnx_runtime"]
+# Classifier or translator, by the manifest's task (translation: add --beams N).
+ENTRYPOINT ["python", "-m", "tasks.common.serve"]

@@ -74,7 +74,7 @@ def test_translation_through_dvc_repro_then_the_flow(project):
     assert len(predictions) == 24
     assert json.loads((root / "plots/budget_curve.json").read_text()), "the budget curve has points"
     manifest = json.loads((root / "models/onnx/manifest.json").read_text())
-    assert manifest["kind"] == "translation" and manifest["opset"] >= 17
+    assert manifest["task"] == "translation" and manifest["opset"] >= 17
     assert {"encoder.onnx", "decoder.onnx", "decoder_with_past.onnx"} <= set(os.listdir(root / "models/onnx"))
 
     flow = run([sys.executable, "-m", "flows.pipeline"], root, env)

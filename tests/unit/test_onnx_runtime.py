@@ -227,3 +227,18 @@ def test_command_line_on_a_missing_package_is_one_line(tmp_path):
                           input="hi\n", capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: serve:") and "nope" in done.stderr
+
+
+def test_serve_entrypoint_hands_a_classifier_package_to_the_classifier(package, texts):
+    done = subprocess.run(
+        [sys.executable, "-m", "tasks.common.serve", str(package)],
+        input="\n".join(texts[:2]) + "\n", capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["label"] for line in done.stdout.splitlines()] == OnnxClassifier(package).predict(texts[:2])
+
+
+def test_serve_entrypoint_on_a_folder_without_manifest_is_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "tasks.common.serve", str(tmp_path)], input="hi\n",
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 1 and done.stderr.startswith("error: serve:") and "manifest.json" in done.stderr
