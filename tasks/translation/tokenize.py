@@ -127,17 +127,21 @@ def encode_targets(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_len
     return [ids[: max_length - 1] + [eos] for ids in subword_ids(tokenizer, texts)]
 
 
-def check_rows(rows: list[dict], domain: str, split: str, paths: Paths, tgt_lang: str) -> None:
-    """Prepared rows must follow the contract and carry this run's target language."""
+def check_rows(rows: list[dict], domain: str, split: str, paths: Paths, pair) -> None:
+    """Prepared rows must follow the contract and carry this run's languages (stale data after
+    a change of `data.*.languages` would otherwise train the wrong direction silently)."""
     file = paths.split_file(domain, split)
     for number, row in enumerate(rows, start=1):
         missing = [field for field in PREPARED_FIELDS if field not in row]
         if missing:
             raise HandoffError(f"{file} row {number}: missing field(s) {missing}: re-run ingest")
-        if row["tgt_lang"] != tgt_lang:
-            raise HandoffError(
-                f"{file} row {number}: tgt_lang {row['tgt_lang']!r} but data.{domain}.languages.tgt is {tgt_lang!r}: re-run ingest"
-            )
+        for side in ("src", "tgt"):
+            wanted = getattr(pair, side)
+            if row[f"{side}_lang"] != wanted:
+                raise HandoffError(
+                    f"{file} row {number}: {side}_lang {row[f'{side}_lang']!r} but data.{domain}.languages.{side} "
+                    f"is {wanted!r}: re-run ingest"
+                )
 
 
 def encode_split(rows: list[dict], tokenizer: PreTrainedTokenizerBase, tgt_lang: str, p: Params) -> Dataset:
@@ -203,7 +207,7 @@ def run(p: Params, paths: Paths) -> dict:
     pairs = {"source": p.data.source.languages, "target": p.data.target.languages}
     for domain in DOMAINS:
         for split in SPLITS:
-            check_rows(prepared[domain][split], domain, split, paths, pairs[domain].tgt)
+            check_rows(prepared[domain][split], domain, split, paths, pairs[domain])
     tokenizer = build_tokenizer(p, prepared)
     report: dict = {
         "tokenizer": p.model.init if p.model.init != SCRATCH else f"scratch {p.tokenize.subword}",

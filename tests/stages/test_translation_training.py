@@ -106,6 +106,18 @@ def test_tokenized_rows_follow_the_contract_and_match_encode_source(translation_
     assert stats["src"]["rows"] == len(val) and stats["src"]["max"] >= stats["src"]["p95"] >= stats["src"]["p50"] > 2
 
 
+def test_prepared_rows_of_another_language_pair_are_one_clear_error(translation_tokenized, translation_params, tmp_path):
+    from tasks import tokenize
+
+    paths = Paths(tmp_path)
+    shutil.copytree(translation_tokenized / "data" / "prepared", paths.prepared)
+    with pytest.raises(HandoffError) as caught:
+        tokenize.run(translation_params(**{"data.target.languages.tgt": "cs"}), paths)
+    assert str(caught.value) == (
+        f"{paths.split_file('target', 'train')} row 1: tgt_lang 'fr' but data.target.languages.tgt is 'cs': re-run ingest"
+    )
+
+
 def test_truncation_keeps_the_tag_and_the_end_token(translation_tokenized):
     _, tokenizer = load_pairs(Paths(translation_tokenized), "source")
     long_text = "A man in a blue shirt is standing on a ladder cleaning windows . " * 5
