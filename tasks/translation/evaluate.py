@@ -104,7 +104,6 @@ def decode_both(model, tokenizer, texts: list[str], tgt_lang: str, p: Params, na
     return {"greedy": greedy, "beam": decode(model, tokenizer, texts, tgt_lang, options["beam"], p, f"{name} beam")}
 
 
-
 def score_modes(hypotheses: dict[str, list[str]], references: list[str], tgt_lang: str) -> dict:
     return {mode: translation_scores(hypotheses[mode], references, tgt_lang) for mode in MODES}
 

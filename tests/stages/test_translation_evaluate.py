@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import torch
 
 from tasks import evaluate
 from tasks.common.errors import HandoffError
@@ -23,9 +24,21 @@ FAST = {
     "evaluate.generation.num_beams": 2,
     "evaluate.generation.max_new_tokens": 12,
     "evaluate.curve_budgets": [],
+    # 4 steps, one evaluation on the (whole) val split: the baselines train in seconds
+    "evaluate.target_only": {"max_steps": 4, "eval_steps": 4, "batch_size": 16, "learning_rate": 1e-3},
 }
 OUTPUTS = ("metrics/scores.json", "metrics/transfer.json", "reports/evaluate/predictions.jsonl",
            "reports/evaluate/samples.jsonl", "plots/learning_curve.json", "plots/budget_curve.json")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models on a shared, busy CPU: with two intra-op threads every op waits on the other
+    (3 s vs 0.02 s for one batch of decoding here), so these tests use one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
@@ -92,7 +105,8 @@ def test_curve_budgets_add_points(workspace, translation_params):
     own = read_json(workspace.target_model / "finetune.json")["train_rows"]
     small = max(2, own // 4)
     p = translation_params(**{**FAST, "evaluate.test_rows": 6, "evaluate.generation.num_beams": 1,
-                              "evaluate.baselines": ["target_only"], "evaluate.curve_budgets": [small]})
+                              "evaluate.baselines": ["target_only"], "evaluate.curve_budgets": [small],
+                              "finetune.max_steps": 4, "finetune.eval_steps": 4})
     evaluate.run(p, workspace)
     points = read_json(workspace.plots / "budget_curve.json")
     assert sorted((row["budget"], row["model"]) for row in points) == [
