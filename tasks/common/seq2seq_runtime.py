@@ -85,6 +85,12 @@ def trim(ids: Sequence[int], eos_id: int, pad_id: int) -> list[int]:
     return ids
 
 
+def banned_ngram_tokens(tokens: list[int], size: int) -> list[int]:
+    """Tokens that would repeat an n-gram of `size` already in `tokens` (NoRepeatNGramLogitsProcessor)."""
+    prefix = tuple(tokens[len(tokens) + 1 - size :])
+    return [gram[-1] for gram in zip(*[tokens[i:] for i in range(size)]) if gram[:-1] == prefix]
+
+
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
@@ -173,11 +179,20 @@ class OnnxTranslator:
 
     # ------------------------------------------------------------ logits processors
 
-    def process(self, scores: np.ndarray, cur_len: int, max_length: int) -> np.ndarray:
-        """transformers' default processors for this model's generation config: suppressed
-        tokens (single-token bad_words_ids, suppress_tokens) and forced_eos_token_id at the
-        last position. cur_len counts the decoder-start token."""
+    def process(self, scores: np.ndarray, sequences: np.ndarray, max_length: int, options: dict) -> np.ndarray:
+        """transformers' logits processors, in its order: repetition penalty, no-repeat n-grams,
+        suppressed tokens (single-token bad_words_ids, suppress_tokens), forced_eos_token_id at
+        the last position. `sequences` are the decoder ids so far, the start token included."""
         scores = scores.astype(np.float32, copy=True)
+        cur_len = sequences.shape[1]
+        penalty = options.get("repetition_penalty", 1.0)
+        if penalty != 1.0:
+            seen = np.take_along_axis(scores, sequences, axis=1)
+            np.put_along_axis(scores, sequences, np.where(seen < 0, seen * penalty, seen / penalty), axis=1)
+        size = options.get("no_repeat_ngram_size", 0)
+        if size and cur_len + 1 >= size:
+            for row, tokens in enumerate(sequences.tolist()):
+                scores[row, banned_ngram_tokens(tokens, size)] = -np.inf
         suppressed = self.generation.get("suppressed_ids") or []
         if suppressed:
             scores[:, suppressed] = -np.inf
@@ -189,28 +204,28 @@ class OnnxTranslator:
 
     # ------------------------------------------------------------ search
 
-    def greedy(self, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int) -> list[list[int]]:
+    def greedy(self, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, options: dict) -> list[list[int]]:
         hidden = self.encode(ids, mask)
         logits, past_self, cross = self.first_step(hidden, mask)
         max_length = 1 + max_new_tokens
         done = np.zeros(len(ids), dtype=bool)
-        steps = []
+        steps = [np.full(len(ids), self.start_id, dtype=np.int64)]
         for step in range(max_new_tokens):
-            tokens = self.process(logits, 1 + step, max_length).argmax(axis=-1)
+            tokens = self.process(logits, np.stack(steps, axis=1), max_length, options).argmax(axis=-1)
             tokens = np.where(done, self.pad_id, tokens)  # finished rows emit padding, like generate
             steps.append(tokens)
             done |= tokens == self.eos_id
             if done.all() or step == max_new_tokens - 1:
                 break
             logits, past_self = self.next_step(tokens, mask, past_self, cross)
-        generated = np.stack(steps, axis=1)
+        generated = np.stack(steps[1:], axis=1)
         return [trim(row, self.eos_id, self.pad_id) for row in generated]
 
-    def beam(self, ids: np.ndarray, mask: np.ndarray, beams: int, max_new_tokens: int, length_penalty: float) -> list[list[int]]:
+    def beam(self, ids: np.ndarray, mask: np.ndarray, beams: int, max_new_tokens: int, options: dict) -> list[list[int]]:
         """transformers' vectorised beam search (GenerationMixin._beam_search), in numpy:
         keep 2*beams candidates a step, finished hypotheses scored sum(logprobs) / length**lp,
         the same early-stop heuristic, the KV cache reordered by the chosen beams."""
-        early_stopping = self.generation.get("early_stopping", False)
+        early_stopping, length_penalty = options["early_stopping"], options["length_penalty"]
         batch, max_length, cur_len = len(ids), 1 + max_new_tokens, 1
         keep = 2 * beams  # max(2, 1 + number of eos ids) * beams, with one eos id
         top_mask = np.arange(keep) < beams
@@ -232,7 +247,8 @@ class OnnxTranslator:
         offset = (np.arange(batch) * beams)[:, None]
 
         while True:
-            log_probs = self.process(log_softmax(logits.astype(np.float32)), cur_len, max_length)
+            so_far = running[:, :, :cur_len].reshape(batch * beams, cur_len)
+            log_probs = self.process(log_softmax(logits.astype(np.float32)), so_far, max_length, options)
             vocab = log_probs.shape[-1]
             total = (log_probs.reshape(batch, beams, vocab) + running_scores[:, :, None]).reshape(batch, -1)
             top_scores, top_index = top_k(total, keep)
@@ -286,19 +302,30 @@ class OnnxTranslator:
         max_new_tokens: Optional[int] = None,
         length_penalty: float = 1.0,
         batch_size: int = 32,
+        early_stopping: Optional[bool | str] = None,
+        no_repeat_ngram_size: int = 0,
+        repetition_penalty: float = 1.0,
     ) -> list[list[int]]:
         """Generated ids per text, in input order, without the decoder-start token, ending at
-        the first </s> (included) when there is one. Texts are batched by length."""
+        the first </s> (included) when there is one. Texts are batched by length. The options
+        mean what they mean to transformers' generate; early_stopping defaults to the
+        manifest's (as the evaluate stage decodes), max_new_tokens too."""
         if num_beams < 1:
             raise ValueError(f"num_beams must be at least 1, got {num_beams}")
         max_new_tokens = int(max_new_tokens or self.generation["max_new_tokens"])
+        options = {
+            "length_penalty": length_penalty,
+            "early_stopping": self.generation.get("early_stopping", False) if early_stopping is None else early_stopping,
+            "no_repeat_ngram_size": no_repeat_ngram_size,
+            "repetition_penalty": repetition_penalty,
+        }
         out: list[list[int]] = [[] for _ in texts]
         for index in self.plan_batches(texts, batch_size):
             ids, mask = self.pad([self.encode_ids(texts[i]) for i in index])
             if num_beams == 1:
-                rows = self.greedy(ids, mask, max_new_tokens)
+                rows = self.greedy(ids, mask, max_new_tokens, options)
             else:
-                rows = self.beam(ids, mask, num_beams, max_new_tokens, length_penalty)
+                rows = self.beam(ids, mask, num_beams, max_new_tokens, options)
             for i, row in zip(index, rows):
                 out[i] = row
         return out

@@ -183,17 +183,31 @@ def test_greedy_ids_equal_generate_on_a_batch_of_mixed_lengths(exported, transla
         assert len({tuple(row) for row in ours}) > 3, "outputs must depend on the input for this test to mean much"
 
 
-@pytest.mark.parametrize("early_stopping, length_penalty", [(False, 1.0), (True, 1.0), (True, 0.5)])
-def test_beam_ids_equal_generate_beam_search(exported, translator, early_stopping, length_penalty):
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"early_stopping": False, "length_penalty": 1.0},
+        {"early_stopping": True, "length_penalty": 0.5},
+        {"early_stopping": True, "length_penalty": 1.0, "no_repeat_ngram_size": 2, "repetition_penalty": 1.5},
+    ],
+)
+def test_beam_ids_equal_generate_beam_search(exported, translator, options):
     texts = test_sentences(16)
-    translator.generation["early_stopping"] = early_stopping
-    ours = translator.generate_ids(texts, num_beams=3, length_penalty=length_penalty, batch_size=8)
-    reference = torch_generate(
-        exported, translator, texts, num_beams=3, max_new_tokens=MAX_NEW_TOKENS,
-        early_stopping=early_stopping, length_penalty=length_penalty, batch_size=8,
-    )
+    ours = translator.generate_ids(texts, num_beams=3, batch_size=8, **options)
+    reference = torch_generate(exported, translator, texts, num_beams=3, max_new_tokens=MAX_NEW_TOKENS, batch_size=8, **options)
     assert ours == reference
     assert ours != translator.generate_ids(texts, num_beams=1), "beam search should change some outputs"
+
+
+def test_greedy_repetition_guards_equal_generate(exported, translator):
+    texts = test_sentences(16)
+    guards = {"no_repeat_ngram_size": 2, "repetition_penalty": 1.3}
+    ours = translator.generate_ids(texts, max_new_tokens=MAX_NEW_TOKENS, **guards)
+    assert ours == torch_generate(exported, translator, texts, num_beams=1, max_new_tokens=MAX_NEW_TOKENS, **guards)
+    assert ours != translator.generate_ids(texts, max_new_tokens=MAX_NEW_TOKENS), "the guards should change some outputs"
+    for row in ours:  # no bigram twice
+        bigrams = list(zip([translator.start_id, *row], row))
+        assert len(bigrams) == len(set(bigrams))
 
 
 def test_batching_does_not_change_the_ids(translator):
