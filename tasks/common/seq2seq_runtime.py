@@ -330,6 +330,20 @@ class OnnxTranslator:
                 out[i] = row
         return out
 
+    def decoding(self, **overrides) -> dict:
+        """generate_ids options as the package was evaluated (manifest "generation"), with
+        `overrides` that are not None on top."""
+        g = self.generation
+        options = {
+            "num_beams": g.get("num_beams", 1),
+            "max_new_tokens": g.get("max_new_tokens"),
+            "length_penalty": g.get("length_penalty", 1.0),
+            "no_repeat_ngram_size": g.get("no_repeat_ngram_size", 0),
+            "repetition_penalty": g.get("repetition_penalty", 1.0),
+        }
+        options.update({name: value for name, value in overrides.items() if value is not None})
+        return options
+
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
@@ -340,16 +354,17 @@ class OnnxTranslator:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """`python -m tasks.common.seq2seq_runtime [PACKAGE] [--beams N]`: one sentence per stdin
-    line -> one JSON line {"source", "translation"} on stdout."""
+    line -> one JSON line {"source", "translation"} on stdout. Decodes as the evaluate stage
+    did (the manifest's generation: beams, length penalty, repetition guards) unless told."""
     parser = argparse.ArgumentParser(prog="python -m tasks.common.seq2seq_runtime")
     parser.add_argument("package", nargs="?", default=os.environ.get("MODEL_DIR", "models/onnx"))
-    parser.add_argument("--beams", type=int, default=1, help="1 = greedy (default)")
+    parser.add_argument("--beams", type=int, default=None, help="1 = greedy; default: the manifest's num_beams")
     parser.add_argument("--max-new-tokens", type=int, default=None)
     args = parser.parse_args(argv)
     with user_errors("serve"):
         translator = OnnxTranslator(args.package)
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-        outputs = translator.translate(texts, num_beams=args.beams, max_new_tokens=args.max_new_tokens)
+        outputs = translator.translate(texts, **translator.decoding(num_beams=args.beams, max_new_tokens=args.max_new_tokens))
         for text, translation in zip(texts, outputs):
             print(json.dumps({"source": text, "translation": translation}, ensure_ascii=False))
 

@@ -250,7 +250,20 @@ def test_cli_reads_stdin_and_prints_one_json_line_per_sentence(exported, transla
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["source"] for line in lines] == texts
-    assert [line["translation"] for line in lines] == translator.translate(texts, num_beams=2)
+    assert [line["translation"] for line in lines] == translator.translate(texts, num_beams=2, max_new_tokens=MAX_NEW_TOKENS)
+
+
+def test_cli_decodes_as_the_manifest_says_by_default(exported, translator):
+    texts = test_sentences(3)
+    result = subprocess.run(
+        [sys.executable, "-m", "tasks.common.seq2seq_runtime", str(exported.onnx)],
+        input="\n".join(texts), cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert translator.decoding() == {"num_beams": 3, "max_new_tokens": MAX_NEW_TOKENS, "length_penalty": 1.0,
+                                     "no_repeat_ngram_size": 0, "repetition_penalty": 1.0}
+    expected = translator.translate(texts, num_beams=3)
+    assert [json.loads(line)["translation"] for line in result.stdout.splitlines()] == expected
 
 
 def test_cli_names_a_missing_package_in_one_line(tmp_path):
