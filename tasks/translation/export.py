@@ -299,7 +299,9 @@ def reference_batches(tokenizer, texts: Sequence[str], batches: list[list[int]],
 @torch.no_grad()
 def torch_greedy(model: PreTrainedModel, feeds, count: int, max_new_tokens: int, ids: dict) -> tuple[list, float]:
     out: list[list[int]] = [[] for _ in range(count)]
-    started = time.perf_counter()
+    _, warm_ids, warm_mask = feeds[0]
+    model.generate(input_ids=warm_ids[:1], attention_mask=warm_mask[:1], num_beams=1, do_sample=False, max_new_tokens=2)
+    started = time.perf_counter()  # after a warm-up, as for the runtime
     for index, input_ids, mask in feeds:
         generated = model.generate(
             input_ids=input_ids, attention_mask=mask, num_beams=1, do_sample=False, max_new_tokens=max_new_tokens
