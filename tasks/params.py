@@ -229,7 +229,7 @@ class EvaluateParams(Strict):
     # translation: fine-tune again at each of these target budgets for the learning-curve plot
     # (empty: only the run's own budget)
     curve_budgets: list[int] = Field(default_factory=list)
-    samples: int = Field(20, ge=0)  # translation: sample translations written to metrics/samples.json
+    samples: int = Field(20, ge=0)  # translation: sample translations written to reports/evaluate/samples.jsonl
     test_rows: Optional[int] = Field(None, ge=1)  # score only the first N test rows (None = all)
 
 
