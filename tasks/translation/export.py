@@ -52,6 +52,7 @@ from tasks.translation.tokenize import encode_sources
 
 # The runtime batches the gate sentences like this; PyTorch gets the very same batches.
 GATE_BATCH_SIZE = 16
+ARCHITECTURE_FIELDS = ("d_model", "encoder_layers", "decoder_layers", "decoder_attention_heads")
 # Generation-config settings the runtime reproduces; anything else non-default is refused
 # at export (the package would decode differently from the model).
 UNSUPPORTED_GENERATION = {
@@ -235,6 +236,14 @@ def load_target(model_dir: Path):
     from transformers import AutoTokenizer
 
     model = load_translator(model_dir).to(dtype=torch.float32, device="cpu").eval()
+    # The graph wrappers drive a Marian/BART-style decoder (its cache layout, final_logits_bias,
+    # untied-scale output head); other seq2seq families (T5, ...) need their own wrappers.
+    missing = [name for name in ARCHITECTURE_FIELDS if not hasattr(model.config, name)]
+    if missing:
+        raise HandoffError(
+            f"{model_dir}: model_type {model.config.model_type!r} has no config {missing}; "
+            "the translation export supports Marian/BART-style encoder-decoders"
+        )
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     return model, tokenizer
 
