@@ -26,16 +26,29 @@ def package_task(package: Path) -> str:
         raise PipelineError(f"{package / MANIFEST}: not valid JSON ({err})") from None
 
 
+def split_package(argv: list[str]) -> tuple[Path, list[str]]:
+    """The package is the first argument that is neither an option nor an option's value."""
+    options_with_values = {"--beams", "--max-new-tokens"}
+    rest, package, skip = [], None, False
+    for arg in argv:
+        if skip or arg.startswith("-"):
+            skip = arg in options_with_values
+            rest.append(arg)
+        elif package is None:
+            package = arg
+        else:
+            rest.append(arg)
+    return Path(package or os.environ.get("MODEL_DIR", "models/onnx")), rest
+
+
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    positional = [arg for arg in argv if not arg.startswith("-")]
-    package = Path(positional[0] if positional else os.environ.get("MODEL_DIR", "models/onnx"))
+    package, options = split_package(list(sys.argv[1:] if argv is None else argv))
     with user_errors("serve"):
         task = package_task(package)
     if task == "translation":
         from tasks.common import seq2seq_runtime
 
-        seq2seq_runtime.main(argv if positional else [str(package), *argv])
+        seq2seq_runtime.main([str(package), *options])
     else:
         from tasks.common import onnx_runtime
 

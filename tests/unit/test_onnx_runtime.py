@@ -242,3 +242,12 @@ def test_serve_entrypoint_on_a_folder_without_manifest_is_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "tasks.common.serve", str(tmp_path)], input="hi\n",
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 1 and done.stderr.startswith("error: serve:") and "manifest.json" in done.stderr
+
+
+def test_serve_finds_the_package_among_options(monkeypatch):
+    from tasks.common.serve import split_package
+
+    monkeypatch.setenv("MODEL_DIR", "/model")
+    assert split_package(["--beams", "4"]) == (Path("/model"), ["--beams", "4"])
+    assert split_package(["--beams", "4", "pkg", "--max-new-tokens", "9"]) == (
+        Path("pkg"), ["--beams", "4", "--max-new-tokens", "9"])
