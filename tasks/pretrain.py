@@ -4,7 +4,6 @@ the labelled source, or the first then the second. Writes models/source/."""
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 
 from datasets import DatasetDict, load_from_disk
 from transformers import (

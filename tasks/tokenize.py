@@ -4,7 +4,6 @@ when they are built); the output is Arrow (datasets.save_to_disk) plus the token
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 from datasets import Dataset, DatasetDict
@@ -84,18 +83,23 @@ def encode_split(rows: list[dict], tokenizer: PreTrainedTokenizerBase, p: Params
     return table.map(encode, batched=True, batch_size=p.tokenize.batch_size, desc="tokenize")
 
 
-def length_stats(dataset: Dataset, max_length: int) -> dict:
-    lengths = np.asarray(dataset["untruncated_length"])
-    if lengths.size == 0:
+def lengths_summary(lengths, max_length: int) -> dict:
+    """Token counts before truncation: mean, p50, p95, max and how many were truncated."""
+    values = np.asarray(lengths)
+    if values.size == 0:
         return {"rows": 0}
     return {
-        "rows": int(lengths.size),
-        "mean": round(float(lengths.mean()), 2),
-        "p50": int(np.percentile(lengths, 50)),
-        "p95": int(np.percentile(lengths, 95)),
-        "max": int(lengths.max()),
-        "truncated": int((lengths > max_length).sum()),
+        "rows": int(values.size),
+        "mean": round(float(values.mean()), 2),
+        "p50": int(np.percentile(values, 50)),
+        "p95": int(np.percentile(values, 95)),
+        "max": int(values.max()),
+        "truncated": int((values > max_length).sum()),
     }
+
+
+def length_stats(dataset: Dataset, max_length: int) -> dict:
+    return lengths_summary(dataset["untruncated_length"], max_length)
 
 
 def run(p: Params, paths: Paths) -> dict:

@@ -38,7 +38,6 @@ from tasks.common.errors import user_errors
 from tasks.common.onnx_runtime import (
     FORMAT_VERSION,
     MANIFEST,
-    TOKENIZER_FILE,
     ModelPackageError,
     default_providers,
     verify_files,

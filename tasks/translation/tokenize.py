@@ -9,7 +9,6 @@ Rows follow the contract in `tasks/translation/__init__.py`: encoder input
 
 from __future__ import annotations
 
-import numpy as np
 from datasets import Dataset, DatasetDict
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -19,6 +18,7 @@ from tasks.common.io import atomic_dir, read_jsonl, write_json_atomic
 from tasks.common.models import SCRATCH, load_init_tokenizer
 from tasks.common.paths import DOMAINS, SPLITS, Paths
 from tasks.params import Params
+from tasks.tokenize import lengths_summary
 from tasks.translation import EOS, PAD, UNK, language_tag
 
 PREPARED_FIELDS = ("id", "src", "tgt", "src_lang", "tgt_lang")
@@ -166,22 +166,8 @@ def encode_split(rows: list[dict], tokenizer: PreTrainedTokenizerBase, tgt_lang:
     return table.map(encode, batched=True, batch_size=p.tokenize.batch_size, remove_columns=["src", "tgt"], desc="tokenize")
 
 
-def side_stats(lengths: list[int], max_length: int) -> dict:
-    values = np.asarray(lengths)
-    if values.size == 0:
-        return {"rows": 0}
-    return {
-        "rows": int(values.size),
-        "mean": round(float(values.mean()), 2),
-        "p50": int(np.percentile(values, 50)),
-        "p95": int(np.percentile(values, 95)),
-        "max": int(values.max()),
-        "truncated": int((values > max_length).sum()),
-    }
-
-
 def split_stats(dataset: Dataset, max_length: int) -> dict:
-    return {"src": side_stats(dataset["src_full"], max_length), "tgt": side_stats(dataset["tgt_full"], max_length)}
+    return {side: lengths_summary(dataset[f"{side}_full"], max_length) for side in ("src", "tgt")}
 
 
 # ---------------------------------------------------------------- stage

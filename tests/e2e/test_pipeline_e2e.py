@@ -5,15 +5,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from flows import workspace
+from tests.e2e.conftest import make_project, run_ok
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ["ingest", "tokenize", "pretrain", "finetune", "evaluate", "export"]
@@ -32,28 +30,14 @@ def tiny_params(movie_file: Path, amazon_file: Path) -> dict:
     return params
 
 
-def run(command: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, movie_file, amazon_file) -> tuple[Path, dict]:
-    base = tmp_path_factory.mktemp("classification")
-    params_file = base / "tiny.yaml"
-    params_file.write_text(yaml.safe_dump(tiny_params(movie_file, amazon_file), sort_keys=False))
-    root = workspace.create(base / "ws", params_file)
-    env = dict(os.environ, PYTHONPATH=str(root), PREFECT_HOME=str(root / ".prefect"),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    env.pop("PREFECT_API_URL", None)
-    return root, env
+    return make_project(tmp_path_factory.mktemp("classification"), tiny_params(movie_file, amazon_file))
 
 
 def test_dvc_repro_then_flow_reruns_nothing_then_exp_run(project):
     root, env = project
-    run([sys.executable, "-m", "dvc", "repro"], root, env)
+    run_ok([sys.executable, "-m", "dvc", "repro"], root, env)
     lock = (root / "dvc.lock").read_text()
     assert set(yaml.safe_load(lock)["stages"]) == set(STAGES)
 
@@ -69,12 +53,12 @@ def test_dvc_repro_then_flow_reruns_nothing_then_exp_run(project):
     manifest = json.loads((root / "models/onnx/manifest.json").read_text())
     assert manifest["opset"] >= 17 and manifest["parity"]["max_abs_logit_diff"] <= manifest["parity"]["tolerance"]
 
-    flow = run([sys.executable, "-m", "flows.pipeline"], root, env)
+    flow = run_ok([sys.executable, "-m", "flows.pipeline"], root, env)
     assert (root / "dvc.lock").read_text() == lock, "the flow after dvc repro must change nothing"
     output = flow.stdout + flow.stderr
     assert "Running stage" not in output, output[-2000:]
 
-    run([sys.executable, "-m", "dvc", "exp", "run", "-S", "finetune.learning_rate=3e-5"], root, env)
+    run_ok([sys.executable, "-m", "dvc", "exp", "run", "-S", "finetune.learning_rate=3e-5"], root, env)
     after = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
     # DVC writes `3e-5` back as YAML 1.1 reads it (a string); the schema reads it as the float.
     assert float(after["finetune"]["params"]["params.yaml"]["finetune"]["learning_rate"]) == 3e-5

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from flows import workspace
+from tests.e2e.conftest import make_project, run_ok
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ["ingest", "tokenize", "pretrain", "finetune", "evaluate", "export"]
@@ -34,28 +33,14 @@ def tiny_translation_params(multi30k: Path) -> dict:
     return params
 
 
-def run(command: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, multi30k_dir) -> tuple[Path, dict]:
-    base = tmp_path_factory.mktemp("translation")
-    params_file = base / "tiny.yaml"
-    params_file.write_text(yaml.safe_dump(tiny_translation_params(multi30k_dir), sort_keys=False))
-    root = workspace.create(base / "ws", params_file)
-    env = dict(os.environ, PYTHONPATH=str(root), PREFECT_HOME=str(root / ".prefect"),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    env.pop("PREFECT_API_URL", None)
-    return root, env
+    return make_project(tmp_path_factory.mktemp("translation"), tiny_translation_params(multi30k_dir))
 
 
 def test_translation_through_dvc_repro_then_the_flow(project):
     root, env = project
-    run([sys.executable, "-m", "dvc", "repro"], root, env)
+    run_ok([sys.executable, "-m", "dvc", "repro"], root, env)
     lock = (root / "dvc.lock").read_text()
     assert set(yaml.safe_load(lock)["stages"]) == set(STAGES)
 
@@ -77,6 +62,6 @@ def test_translation_through_dvc_repro_then_the_flow(project):
     assert manifest["task"] == "translation" and manifest["opset"] >= 17
     assert {"encoder.onnx", "decoder.onnx", "decoder_with_past.onnx"} <= set(os.listdir(root / "models/onnx"))
 
-    flow = run([sys.executable, "-m", "flows.pipeline"], root, env)
+    flow = run_ok([sys.executable, "-m", "flows.pipeline"], root, env)
     assert (root / "dvc.lock").read_text() == lock, "the flow after dvc repro must change nothing"
     assert "Running stage" not in flow.stdout + flow.stderr

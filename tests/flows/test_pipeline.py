@@ -4,8 +4,6 @@ params, the metrics artifact and DVC lock collisions."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 import time

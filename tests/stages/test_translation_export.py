@@ -10,7 +10,6 @@ real Multi30k en->fr pairs); the last test exports the model the real translatio
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import onnx
 import pytest
