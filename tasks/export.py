@@ -123,49 +123,65 @@ def export_graph(model: PreTrainedModel, sample: dict[str, np.ndarray], out: Pat
     """
     kwargs = {name: torch.from_numpy(array) for name, array in sample.items()}
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    dynamo_export(model, out, opset, list(kwargs), [OUTPUT], {name: {0: batch, 1: sequence} for name in kwargs},
+                  kwargs=kwargs)
+
+
+def dynamo_export(module, out: Path, opset: int, names: list[str], outputs: list[str], shapes,
+                  args: tuple = (), kwargs: dict | None = None) -> None:
+    """torch.onnx.export with the dynamo exporter (see export_graph for why), one self-contained
+    file (fine below protobuf's 2 GB limit); the translation export uses it for its three graphs."""
     with warnings.catch_warnings():
         # Cosmetic: says each axis name "will not be used" because it equals itself.
         warnings.filterwarnings("ignore", message=r".*The axis name: .* will not be used")
         torch.onnx.export(
-            model,
-            args=(),
+            module,
+            args=args,
             kwargs=kwargs,
             f=str(out),
             dynamo=True,
             opset_version=opset,
-            input_names=list(kwargs),
-            output_names=[OUTPUT],
-            dynamic_shapes={name: {0: batch, 1: sequence} for name in kwargs},
-            external_data=False,  # one self-contained file (fine below protobuf's 2 GB limit)
+            input_names=names,
+            output_names=outputs,
+            dynamic_shapes=shapes,
+            external_data=False,
             optimize=True,
             verbose=False,
         )
+
+
+def checked_graph(path: Path, opset: int, extra: list[str] | None = None) -> onnx.ModelProto:
+    """The ONNX file, after checking what deployers are promised: a valid graph, one
+    self-contained file (no external data; `extra`: stray files beside it), the requested opset."""
+    onnx.checker.check_model(str(path))
+    model = onnx.load(str(path), load_external_data=False)
+    if extra or any(onnx.external_data_helper.uses_external_data(t) for t in model.graph.initializer):
+        shown = "" if extra is None else f" {extra}"
+        raise ExportError(f"{path}: weights were written as external data{shown}, expected one self-contained file")
+    # Dynamo builds at opset 18 and keeps 18 if converting down to 17 fails (only a warning).
+    actual = next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
+    if actual != opset:
+        raise ExportError(f"{path}: exported at opset {actual}, not the requested export.opset {opset} (try 18)")
+    return model
+
+
+def describe_value(value) -> dict:
+    """A graph input or output as the file declares it: name, dtype, shape, symbolic axes."""
+    tensor = value.type.tensor_type
+    shape = [dim.dim_param or dim.dim_value for dim in tensor.shape.dim]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+    dynamic = {str(i): dim for i, dim in enumerate(shape) if isinstance(dim, str)}
+    return {"name": value.name, "dtype": dtype, "shape": shape, "dynamic_axes": dynamic}
 
 
 def describe_graph(path: Path, package: Path, opset: int) -> tuple[list[dict], list[dict]]:
     """Inputs and outputs as the ONNX file declares them; fails if the export is not what
     deployers are promised: one self-contained file, the requested opset, symbolic batch and
     sequence axes."""
-    onnx.checker.check_model(str(path))
-    model = onnx.load(str(path), load_external_data=False)
     extra = sorted(p.name for p in package.iterdir() if p.name != MODEL_FILE)
-    if extra or any(onnx.external_data_helper.uses_external_data(t) for t in model.graph.initializer):
-        raise ExportError(f"{path}: weights were written as external data {extra}, expected one self-contained file")
-
-    # Dynamo builds at opset 18 and keeps 18 if converting down to 17 fails (only a warning).
-    actual = next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
-    if actual != opset:
-        raise ExportError(f"{path}: exported at opset {actual}, not the requested export.opset {opset} (try 18)")
-
-    def describe(value) -> dict:
-        tensor = value.type.tensor_type
-        shape = [dim.dim_param or dim.dim_value for dim in tensor.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
-        dynamic = {str(i): dim for i, dim in enumerate(shape) if isinstance(dim, str)}
-        return {"name": value.name, "dtype": dtype, "shape": shape, "dynamic_axes": dynamic}
-
-    inputs = [describe(value) for value in model.graph.input]
-    outputs = [describe(value) for value in model.graph.output]
+    model = checked_graph(path, opset, extra)
+    inputs = [describe_value(value) for value in model.graph.input]
+    outputs = [describe_value(value) for value in model.graph.output]
     for value in inputs:
         if value["shape"][:2] != [AXES[0], AXES[1]]:
             raise ExportError(f"{path}: input {value['name']} has shape {value['shape']}, expected [batch, sequence]")

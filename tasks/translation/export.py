@@ -18,7 +18,6 @@ metrics/export.json holds the gate figures and the decode-time comparison with m
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -44,7 +43,7 @@ from tasks.common.seq2seq_runtime import (
     self_names,
     trim,
 )
-from tasks.export import file_hashes, source_info
+from tasks.export import checked_graph, describe_value, dynamo_export, file_hashes, source_info
 from tasks.params import Params
 from tasks.translation import language_tag
 from tasks.translation.model import load_translator
@@ -146,23 +145,9 @@ class WithPastGraph(torch.nn.Module):
 
 
 def export_module(module, args: tuple, names: list[str], outputs: list[str], shapes, out: Path, opset: int) -> None:
-    """torch.onnx.export with the dynamo exporter (torch.export keeps batch, source and past
-    symbolic and fails loudly on a specialisation; see tasks/export.py), one self-contained file."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*The axis name: .* will not be used")
-        torch.onnx.export(
-            module.eval(),
-            args=args,
-            f=str(out),
-            dynamo=True,
-            opset_version=opset,
-            input_names=names,
-            output_names=outputs,
-            dynamic_shapes=shapes,
-            external_data=False,
-            optimize=True,
-            verbose=False,
-        )
+    """One graph through the classification export's dynamo exporter (torch.export keeps batch,
+    source and past symbolic and fails loudly on a specialisation), one self-contained file."""
+    dynamo_export(module.eval(), out, opset, names, outputs, shapes, args=args)
 
 
 @torch.no_grad()
@@ -200,20 +185,8 @@ def export_graphs(model: PreTrainedModel, package: Path, pad_id: int, start_id: 
 
 def describe_graph(path: Path, opset: int) -> dict:
     """Inputs and outputs as the file declares them; the requested opset, no external data."""
-    onnx.checker.check_model(str(path))
-    model = onnx.load(str(path), load_external_data=False)
-    if any(onnx.external_data_helper.uses_external_data(t) for t in model.graph.initializer):
-        raise ExportError(f"{path}: weights were written as external data, expected one self-contained file")
-    actual = next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
-    if actual != opset:
-        raise ExportError(f"{path}: exported at opset {actual}, not the requested export.opset {opset} (try 18)")
-
-    def describe(value) -> dict:
-        tensor = value.type.tensor_type
-        shape = [dim.dim_param or dim.dim_value for dim in tensor.shape.dim]
-        return {"name": value.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name, "shape": shape}
-
-    return {"inputs": [describe(v) for v in model.graph.input], "outputs": [describe(v) for v in model.graph.output]}
+    model = checked_graph(path, opset)
+    return {"inputs": [describe_value(v) for v in model.graph.input], "outputs": [describe_value(v) for v in model.graph.output]}
 
 
 # ---------------------------------------------------------------- inputs from earlier stages
