@@ -13,6 +13,17 @@ from tasks.common.paths import Paths
 from tasks.params import Params, parse_params
 
 
+def with_overrides(raw: dict, overrides: dict) -> dict:
+    """`raw` with each {"dotted.key": value} of `overrides` set (missing sections created)."""
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return raw
+
+
 def tiny_params(movie_file: Path, amazon_file: Path, **overrides) -> Params:
     sentiment = {"kind": "threshold", "threshold": 0.0, "neutral_band": 0.5}
     raw = {
@@ -31,13 +42,7 @@ def tiny_params(movie_file: Path, amazon_file: Path, **overrides) -> Params:
         "finetune": {"max_steps": 4, "eval_steps": 2, "batch_size": 16, "learning_rate": 1e-3},
         "evaluate": {"target_only": {"max_steps": 4, "eval_steps": 2, "batch_size": 16, "learning_rate": 1e-3}},
     }
-    for dotted, value in overrides.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return parse_params(raw)
+    return parse_params(with_overrides(raw, overrides))
 
 
 @pytest.fixture(scope="session")
@@ -122,13 +127,7 @@ def tiny_translation_params(**overrides) -> Params:
                      "target_only": {"max_steps": 10, "eval_steps": 5, "batch_size": 16, "learning_rate": 1e-3}},
         "export": {"parity_samples": 8},
     }
-    for dotted, value in overrides.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return parse_params(raw)
+    return parse_params(with_overrides(raw, overrides))
 
 
 @pytest.fixture(scope="session")

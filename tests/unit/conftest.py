@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import csv
+import functools
+import http.server
 import io
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -110,3 +113,23 @@ def rows_accounted(domain: dict) -> int:
         + domain["conflicting_duplicates"]
         + domain["leakage_removed"]["total"]
     )
+
+
+@pytest.fixture
+def http_root(tmp_path, monkeypatch):
+    """Serve a folder on 127.0.0.1; yields (folder, base URL)."""
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep the test output clean
+        pass

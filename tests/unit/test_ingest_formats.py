@@ -4,10 +4,7 @@ sha256 (served locally, so the test is offline)."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
-import threading
 from pathlib import Path
 
 import pytest
@@ -116,26 +113,6 @@ def test_hf_unknown_dataset_is_one_line(ingest):
     with pytest.raises(DataError, match="cannot load HF dataset") as caught:
         ingest(spec("no-such-user/no-such-dataset-xyz", format="hf"))
     assert "\n" not in str(caught.value)
-
-
-@pytest.fixture
-def http_root(tmp_path, monkeypatch):
-    """Serve a folder on 127.0.0.1; yields (folder, base URL)."""
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    folder = tmp_path / "served"
-    folder.mkdir()
-    handler = functools.partial(QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep the test output clean
-        pass
 
 
 def test_url_with_sha256_is_downloaded_verified_and_cached(http_root, ingest, workspace):

@@ -4,15 +4,12 @@ demo-data download (tasks/common/demo_data.py) against a local HTTP server."""
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -313,22 +310,10 @@ def test_real_multi30k_through_run_with_predefined_splits(multi30k_dir, workspac
 
 
 @pytest.fixture
-def http_root(tmp_path: Path):
-    """(folder, base URL): a local HTTP server on 127.0.0.1 serving `folder`."""
-    folder = tmp_path / "served"
-    folder.mkdir()
-    handler = functools.partial(QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}/raw"
-    server.shutdown()
-    server.server_close()
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:  # keep the test output clean
-        pass
+def http_raw(http_root):
+    """The local HTTP server of tests/unit/conftest.py, files under raw/ like the public Multi30k URLs."""
+    folder, base = http_root
+    return folder, f"{base}/raw"
 
 
 def serve_two(multi30k_dir: Path, folder: Path) -> dict[str, str]:
@@ -345,8 +330,8 @@ def test_pinned_hashes_match_shared_sha256sums(multi30k_dir):
     assert len(demo_data.MULTI30K_SHA256) == 12
 
 
-def test_multi30k_is_downloaded_and_checked_without_shared_data(multi30k_dir, http_root, tmp_path):
-    folder, base = http_root
+def test_multi30k_is_downloaded_and_checked_without_shared_data(multi30k_dir, http_raw, tmp_path):
+    folder, base = http_raw
     files = serve_two(multi30k_dir, folder)
     external = tmp_path / "data" / "external"
     message = demo_data.ensure_multi30k(external, shared=tmp_path / "nowhere", base_url=base, files=files)
@@ -356,8 +341,8 @@ def test_multi30k_is_downloaded_and_checked_without_shared_data(multi30k_dir, ht
     assert "already there" in demo_data.ensure_multi30k(external, shared=tmp_path / "nowhere", base_url="http://0.0.0.0:1")
 
 
-def test_multi30k_sha256_mismatch_is_one_line_and_installs_nothing(multi30k_dir, http_root, tmp_path):
-    folder, base = http_root
+def test_multi30k_sha256_mismatch_is_one_line_and_installs_nothing(multi30k_dir, http_raw, tmp_path):
+    folder, base = http_raw
     files = serve_two(multi30k_dir, folder)
     (folder / "raw" / "val.fr.gz").write_bytes(gzip.compress(b"tampered\n"))
     digest = hashlib.sha256((folder / "raw" / "val.fr.gz").read_bytes()).hexdigest()
@@ -397,8 +382,8 @@ def test_tabular_directory_with_predefined_splits(tmp_path, ingest, workspace):
     assert prepared(workspace)["val"][1]["src"] == "dev 1"
 
 
-def test_a_url_source_is_fetched_and_checked(http_root, ingest, workspace):
-    folder, base = http_root
+def test_a_url_source_is_fetched_and_checked(http_raw, ingest, workspace):
+    folder, base = http_raw
     (folder / "raw").mkdir()
     lines = "".join(f"{i}\tsee {i}\tsehen {i}\n" for i in range(20))
     (folder / "raw" / "pairs.tsv").write_text("id\ten\tde\n" + lines, encoding="utf-8")
