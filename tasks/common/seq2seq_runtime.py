@@ -107,10 +107,25 @@ def gather_beams(tensor: np.ndarray, index: np.ndarray) -> np.ndarray:
     return np.take_along_axis(tensor, shaped, axis=1)
 
 
+def session_options(threads: Optional[int]) -> ort.SessionOptions:
+    """`threads` intra-op threads per session; None: TRANSLATOR_THREADS from the environment,
+    else 1. One token at a time is a chain of small kernels: on the 2-core machine of the
+    README's figures a second thread made every batch size slower (bench/decode_speed.py), and a
+    server scales by running more workers, not by splitting one token's matmuls."""
+    value = threads or os.environ.get("TRANSLATOR_THREADS") or 1
+    if not str(value).isdigit() or int(value) < 1:
+        raise ModelPackageError(f"threads (or TRANSLATOR_THREADS) must be a whole number >= 1, got {value!r}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(value)
+    return options
+
+
 class OnnxTranslator:
     """A models/onnx translation package, verified against its manifest's hashes when loaded."""
 
-    def __init__(self, package: str | Path, providers: Optional[Sequence] = None, verify: bool = True):
+    def __init__(
+        self, package: str | Path, providers: Optional[Sequence] = None, verify: bool = True, threads: Optional[int] = None
+    ):
         self.package = Path(package)
         self.manifest = read_manifest(self.package)
         if verify:
@@ -126,8 +141,9 @@ class OnnxTranslator:
         self.tokenizer.no_padding()  # padding and truncation are done here, per the contract
         self.tokenizer.no_truncation()
         providers = list(providers or default_providers())
+        options = session_options(threads)
         self.encoder, self.decoder, self.decoder_with_past = (
-            ort.InferenceSession(str(self.package / name), providers=providers) for name in GRAPH_FILES
+            ort.InferenceSession(str(self.package / name), options, providers=providers) for name in GRAPH_FILES
         )
         self.present_self = self_names("present", self.layers)
         self.present_cross = cross_names("present", self.layers)
@@ -359,9 +375,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("package", nargs="?", default=os.environ.get("MODEL_DIR", "models/onnx"))
     parser.add_argument("--beams", type=int, default=None, help="1 = greedy; default: the manifest's num_beams")
     parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads per graph (default: TRANSLATOR_THREADS or 1)")
     args = parser.parse_args(argv)
     with user_errors("serve"):
-        translator = OnnxTranslator(args.package)
+        translator = OnnxTranslator(args.package, threads=args.threads)
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
         outputs = translator.translate(texts, **translator.decoding(num_beams=args.beams, max_new_tokens=args.max_new_tokens))
         for text, translation in zip(texts, outputs):

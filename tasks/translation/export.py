@@ -46,6 +46,7 @@ from tasks.common.seq2seq_runtime import (
 from tasks.export import checked_graph, describe_value, dynamo_export, file_hashes, source_info
 from tasks.params import Params
 from tasks.translation import language_tag
+from tasks.translation.decoder_step import FastFirstStep, FastWithPast, lm_logits, supports_fast_step
 from tasks.translation.model import load_translator
 from tasks.translation.tokenize import encode_sources
 
@@ -67,12 +68,8 @@ UNSUPPORTED_GENERATION = {
 
 # ---------------------------------------------------------------- graph wrappers
 # torch.onnx.export sees plain tensors in and out; transformers' cache objects live inside.
-
-
-def lm_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
-    logits = model.get_output_embeddings()(hidden)
-    bias = getattr(model, "final_logits_bias", None)  # Marian/BART keep a separate output bias
-    return logits if bias is None else logits + bias
+# Marian models use tasks/translation/decoder_step.py instead (same numbers, a faster graph);
+# these traced graphs serve every other seq2seq architecture.
 
 
 class EncoderGraph(torch.nn.Module):
@@ -150,10 +147,24 @@ def export_module(module, args: tuple, names: list[str], outputs: list[str], sha
     dynamo_export(module.eval(), out, opset, names, outputs, shapes, args=args)
 
 
+def decoder_graphs(model: PreTrainedModel) -> tuple[torch.nn.Module, torch.nn.Module, str, int]:
+    """The first-step and with-past modules to export, the name of that pair, and the axis of
+    a cached key that grows with each token (decoder_step caches keys transposed)."""
+    if supports_fast_step(model):
+        return FastFirstStep(model), FastWithPast(model), "marian_step", 3
+    return FirstStepGraph(model), WithPastGraph(model), "traced", 2
+
+
+def position_axis(name: str, key_axis: int) -> int:
+    """The axis of a cached tensor that counts positions (values: 2; keys: key_axis)."""
+    return key_axis if name.endswith("key") else 2
+
+
 @torch.no_grad()
-def export_graphs(model: PreTrainedModel, package: Path, pad_id: int, start_id: int, opset: int) -> None:
+def export_graphs(model: PreTrainedModel, package: Path, pad_id: int, start_id: int, opset: int) -> str:
     """Trace with batch 2, a padded source of 5 and a past of 2 positions: no axis is 0 or 1
-    (which torch.export would specialise) and no two axes share a size by accident."""
+    (which torch.export would specialise) and no two axes share a size by accident. Returns
+    which decoder graphs were exported ("marian_step" or "traced")."""
     layers = model.config.decoder_layers
     batch, source, past = torch.export.Dim("batch"), torch.export.Dim("source"), torch.export.Dim("past")
     ids = torch.tensor([[5, 6, 7, 8, 1], [5, 9, 1, pad_id, pad_id]])
@@ -164,23 +175,26 @@ def export_graphs(model: PreTrainedModel, package: Path, pad_id: int, start_id: 
     )
     hidden = EncoderGraph(model)(ids, mask)
     start = torch.full((2, 1), start_id, dtype=torch.long)
+    first_step, with_past, kind, key_axis = decoder_graphs(model)
     present_self, present_cross = self_names("present", layers), cross_names("present", layers)
     export_module(
-        FirstStepGraph(model), (start, mask, hidden),
+        first_step, (start, mask, hidden),
         ["input_ids", "encoder_attention_mask", "encoder_hidden_states"], ["logits", *present_self, *present_cross],
         ({0: batch}, {0: batch, 1: source}, {0: batch, 1: source}), package / DECODER_FILE, opset,
     )
-    first = FirstStepGraph(model)(start, mask, hidden)
+    first = first_step(start, mask, hidden)
     cross = tuple(first[1 + 2 * layers :])
-    past_self = tuple(torch.cat([kv, kv], dim=2) for kv in first[1 : 1 + 2 * layers])  # 2 positions
+    grown = zip(present_self, first[1 : 1 + 2 * layers])  # 2 positions
+    past_self = tuple(torch.cat([kv, kv], dim=position_axis(name, key_axis)) for name, kv in grown)
     export_module(
-        WithPastGraph(model), (start + 3, mask, past_self, cross),
+        with_past, (start + 3, mask, past_self, cross),
         ["input_ids", "encoder_attention_mask", *self_names("past", layers), *cross_names("past", layers)],
         ["logits", *present_self],
-        ({0: batch}, {0: batch, 1: source}, tuple({0: batch, 2: past} for _ in past_self),
-         tuple({0: batch, 2: source} for _ in cross)),
+        ({0: batch}, {0: batch, 1: source}, tuple({0: batch, position_axis(n, key_axis): past} for n in present_self),
+         tuple({0: batch, position_axis(n, key_axis): source} for n in present_cross)),
         package / DECODER_WITH_PAST_FILE, opset,
     )
+    return kind
 
 
 def describe_graph(path: Path, opset: int) -> dict:
@@ -396,8 +410,9 @@ def run(p: Params, paths: Paths) -> dict:
     ids = special_ids(model, tokenizer)
     started = time.perf_counter()
     with atomic_dir(paths.onnx) as package:
-        export_graphs(model, package, ids["pad_id"], ids["decoder_start_id"], p.export.opset)
+        decoder_kind = export_graphs(model, package, ids["pad_id"], ids["decoder_start_id"], p.export.opset)
         manifest = build_manifest(p, package, model, tokenizer, ids, model_dir)
+        manifest["decoder_graphs"] = decoder_kind
         write_json_atomic(package / MANIFEST, manifest)
         translator = OnnxTranslator(package)  # also proves the hashes verify
         manifest["gate"] = check_gate(model, tokenizer, translator, texts, p, ids)

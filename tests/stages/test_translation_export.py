@@ -23,7 +23,14 @@ from tasks.common.seq2seq_runtime import OnnxTranslator
 from tasks.translation import export
 from tasks.translation.model import generate_ids
 from tests.stages.conftest import tiny_translation_params
-from tests.unit.test_seq2seq_runtime import GATE_SENTENCES, export_params, exported_workspace
+from tests.unit.test_seq2seq_runtime import (
+    GATE_SENTENCES,
+    MAX_NEW_TOKENS,
+    export_params,
+    exported_workspace,
+    test_sentences,
+    torch_generate,
+)
 
 GRAPHS = ("encoder.onnx", "decoder.onnx", "decoder_with_past.onnx")
 
@@ -82,12 +89,31 @@ def test_graphs_have_dynamic_batch_source_and_past_axes(exported):
     manifest = read_json(exported.onnx / "manifest.json")
     assert shapes(manifest, "encoder.onnx", "inputs") == {"input_ids": ["batch", "source"], "attention_mask": ["batch", "source"]}
     assert shapes(manifest, "encoder.onnx", "outputs") == {"encoder_hidden_states": ["batch", "source", 32]}
+    # a Marian model gets the restated decoder step (tasks/translation/decoder_step.py): keys
+    # cached transposed, [batch, heads, head_dim, positions]; values [batch, heads, positions, head_dim]
+    assert manifest["decoder_graphs"] == "marian_step"
     first = shapes(manifest, "decoder.onnx", "outputs")
-    assert first["present.1.self.key"] == ["batch", 2, 1, 16] and first["present.1.cross.value"] == ["batch", 2, "source", 16]
+    assert first["present.1.self.key"] == ["batch", 2, 16, 1] and first["present.1.cross.value"] == ["batch", 2, "source", 16]
+    assert first["present.0.cross.key"] == ["batch", 2, 16, "source"]
     past_in, past_out = shapes(manifest, "decoder_with_past.onnx", "inputs"), shapes(manifest, "decoder_with_past.onnx", "outputs")
-    assert past_in["past.0.self.key"] == ["batch", 2, "past", 16] and past_in["past.1.cross.key"] == ["batch", 2, "source", 16]
+    assert past_in["past.0.self.key"] == ["batch", 2, 16, "past"] and past_in["past.1.cross.key"] == ["batch", 2, 16, "source"]
     assert past_out["present.0.self.value"] == ["batch", 2, "past + 1", 16]
+    assert past_out["present.0.self.key"] == ["batch", 2, 16, "past + 1"]
     assert set(past_out) == {"logits"} | {f"present.{i}.self.{kv}" for i in range(2) for kv in ("key", "value")}
+
+
+def test_other_architectures_get_traced_decoder_graphs_that_pass_the_gate(workspace, monkeypatch):
+    """The generic path (transformers' decoder traced with its cache, keys untransposed) is what
+    a non-Marian init gets: same package contract, same gate, beam ids equal generate's too."""
+    monkeypatch.setattr(export, "supports_fast_step", lambda model: False)
+    metrics = export.run(export_params(), workspace)
+    manifest = read_json(workspace.onnx / "manifest.json")
+    assert manifest["decoder_graphs"] == "traced"
+    assert metrics["gate"]["identical"] == GATE_SENTENCES
+    assert shapes(manifest, "decoder_with_past.onnx", "inputs")["past.0.self.key"] == ["batch", 2, "past", 16]
+    translator, texts = OnnxTranslator(workspace.onnx), test_sentences()
+    options = {"num_beams": 3, "max_new_tokens": MAX_NEW_TOKENS, "no_repeat_ngram_size": 2}
+    assert translator.generate_ids(texts, **options) == torch_generate(workspace, translator, texts, **options)
 
 
 def test_gate_figures_are_in_the_manifest_and_metrics(exported):
@@ -112,6 +138,7 @@ def reuse_graphs(exported, monkeypatch):
     def copy_graphs(model, package, *args):
         for name in GRAPHS:
             shutil.copyfile(exported.onnx / name, package / name)
+        return read_json(exported.onnx / "manifest.json")["decoder_graphs"]
 
     monkeypatch.setattr(export, "export_graphs", copy_graphs)
     return copy_graphs
@@ -142,7 +169,7 @@ def test_perturbed_decoder_weights_fail_the_gate(workspace, reuse_graphs, monkey
     differently: only the greedy-id gate can catch it."""
     before, metrics_before = package_hashes(workspace), (workspace.metrics / "export.json").read_text()
     def damaged(model, package, *args):
-        reuse_graphs(model, package, *args)
+        kind = reuse_graphs(model, package, *args)
         path = package / "decoder_with_past.onnx"
         graph = onnx.load(str(path))
         vocab = model.config.vocab_size
@@ -150,6 +177,7 @@ def test_perturbed_decoder_weights_fail_the_gate(workspace, reuse_graphs, monkey
             if vocab in tensor.dims and tensor.data_type == onnx.TensorProto.FLOAT:
                 tensor.CopyFrom(onnx.numpy_helper.from_array(-onnx.numpy_helper.to_array(tensor), tensor.name))
         onnx.save(graph, str(path))
+        return kind
 
     monkeypatch.setattr(export, "export_graphs", damaged)
     with pytest.raises(ExportError, match=r"ONNX greedy decode differs from model\.generate on \d+ of"):
