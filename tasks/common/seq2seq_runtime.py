@@ -220,21 +220,29 @@ class OnnxTranslator:
     # ------------------------------------------------------------ search
 
     def greedy(self, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, options: dict) -> list[list[int]]:
+        """Argmax decoding. A row leaves the batch at its </s>: its cache rows are dropped, so
+        the next steps run on the unfinished rows only (generate keeps padding finished rows,
+        which changes nothing in the ids: they are trimmed at </s>)."""
         hidden = self.encode(ids, mask)
         logits, past_self, cross = self.first_step(hidden, mask)
         max_length = 1 + max_new_tokens
-        done = np.zeros(len(ids), dtype=bool)
-        steps = [np.full(len(ids), self.start_id, dtype=np.int64)]
+        rows = np.arange(len(ids))  # the input row of each row still decoding
+        history = np.full((len(ids), 1), self.start_id, dtype=np.int64)
+        out: list[list[int]] = [[] for _ in range(len(ids))]
         for step in range(max_new_tokens):
-            tokens = self.process(logits, np.stack(steps, axis=1), max_length, options).argmax(axis=-1)
-            tokens = np.where(done, self.pad_id, tokens)  # finished rows emit padding, like generate
-            steps.append(tokens)
-            done |= tokens == self.eos_id
-            if done.all() or step == max_new_tokens - 1:
+            tokens = self.process(logits, history, max_length, options).argmax(axis=-1)
+            history = np.concatenate([history, tokens[:, None]], axis=1)
+            done = (tokens == self.eos_id) | (step == max_new_tokens - 1)
+            for row, generated in zip(rows[done], history[done]):
+                out[row] = trim(generated[1:], self.eos_id, self.pad_id)
+            if done.all():
                 break
+            if done.any():
+                going = ~done
+                rows, history, mask, tokens = rows[going], history[going], mask[going], tokens[going]
+                past_self, cross = [kv[going] for kv in past_self], [kv[going] for kv in cross]
             logits, past_self = self.next_step(tokens, mask, past_self, cross)
-        generated = np.stack(steps[1:], axis=1)
-        return [trim(row, self.eos_id, self.pad_id) for row in generated]
+        return out
 
     def beam(self, ids: np.ndarray, mask: np.ndarray, beams: int, max_new_tokens: int, options: dict) -> list[list[int]]:
         """transformers' vectorised beam search (GenerationMixin._beam_search), in numpy:
