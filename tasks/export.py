@@ -249,6 +249,16 @@ def file_hashes(package: Path) -> dict[str, str]:
     return {f.name: sha256_file(f) for f in sorted(package.iterdir()) if f.is_file() and f.name != MANIFEST}
 
 
+def library_versions() -> dict:
+    """The versions a package was exported with (a deployer's first question when numbers differ)."""
+    return {
+        "onnxruntime": onnxruntime.__version__,
+        "onnx": onnx.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
 def source_info(model_dir: Path) -> dict:
     """Lineage: which model this package was built from."""
     config = AutoConfig.from_pretrained(str(model_dir))
@@ -283,12 +293,7 @@ def build_manifest(p: Params, package: Path, model: PreTrainedModel, tokenizer, 
             "truncation_side": tokenizer.truncation_side,
         },
         "files": file_hashes(package),
-        "versions": {
-            "onnxruntime": onnxruntime.__version__,
-            "onnx": onnx.__version__,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
+        "versions": library_versions(),
         "source": source_info(model_dir),
     }
 

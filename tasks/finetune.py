@@ -15,7 +15,7 @@ from transformers import DataCollatorWithPadding, PreTrainedModel
 from tasks.common.errors import PipelineError, user_errors
 from tasks.common.models import check_handoff, load_classifier, save_model
 from tasks.common.paths import Paths
-from tasks.common.training import TrainJob, finish, fingerprint_of, history, train
+from tasks.common.training import fingerprint_of, train_named_run
 from tasks.params import FinetuneParams, Params, TrainParams, load_params
 from tasks.pretrain import load_tokenized
 
@@ -97,22 +97,10 @@ def train_classifier(
     model: PreTrainedModel, splits, tokenizer, tp: TrainParams, p: Params, paths: Paths, name: str, budget: int | None
 ):
     """Train `model` on a `budget`-sized target train subset; shared with the target-only baseline."""
-    job = TrainJob(
-        params=tp,
-        train=budget_subset(splits["train"], budget, p.seed),
-        val=splits["val"],
-        tokenizer=tokenizer,
-        checkpoint_dir=paths.checkpoints(name),
-        live_dir=paths.live_dir(name),
-        seed=p.seed,
-        device=p.device,
-        optimizer=llrd_optimizer(model, tp) if getattr(tp, "strategy", None) == "llrd" else None,
-        fingerprint=fingerprint_of(name, tp, p.seed, p.model, budget, len(splits["train"])),
-    )
-    trainer = train(model, job)
-    result = {"train_rows": len(job.train), "val": trainer.evaluate(), "history": history(trainer)}
-    finish(job)
-    return trainer.model, result
+    optimizer = llrd_optimizer(model, tp) if getattr(tp, "strategy", None) == "llrd" else None
+    fingerprint = fingerprint_of(name, tp, p.seed, p.model, budget, len(splits["train"]))
+    rows = budget_subset(splits["train"], budget, p.seed)
+    return train_named_run(model, p, paths, name, tp, rows, splits["val"], tokenizer, fingerprint, optimizer=optimizer)
 
 
 def run(p: Params, paths: Paths) -> dict:

@@ -110,9 +110,10 @@ def gather_beams(tensor: np.ndarray, index: np.ndarray) -> np.ndarray:
 def session_options(threads: Optional[int]) -> ort.SessionOptions:
     """`threads` intra-op threads per session; None: TRANSLATOR_THREADS from the environment,
     else 1. One token at a time is a chain of small kernels: on the 2-core machine of the
-    README's figures a second thread made every batch size slower (bench/decode_speed.py), and a
-    server scales by running more workers, not by splitting one token's matmuls."""
-    value = threads or os.environ.get("TRANSLATOR_THREADS") or 1
+    README's figures a second thread made single requests 2.7x slower and batches of 16 1.5x
+    slower, and gained nothing at 64 (bench/decode_speed.py); a server scales by running more
+    workers rather than by splitting one token's matmuls."""
+    value = threads if threads is not None else os.environ.get("TRANSLATOR_THREADS") or 1
     if not str(value).isdigit() or int(value) < 1:
         raise ModelPackageError(f"threads (or TRANSLATOR_THREADS) must be a whole number >= 1, got {value!r}")
     options = ort.SessionOptions()

@@ -2,7 +2,7 @@
 
 Reads the package's manifest.json and hands over to the runtime of its task: the classifier
 (tasks.common.onnx_runtime: one JSON line {"text", "label", "logits"} per stdin line) or the
-translator (tasks.common.seq2seq_runtime: {"source", "translation"}, `--beams N`). Torch-free.
+translator (tasks.common.seq2seq_runtime: {"source", "translation"}, `--beams N`, `--threads N`). Torch-free.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def package_task(package: Path) -> str:
 
 def split_package(argv: list[str]) -> tuple[Path, list[str]]:
     """The package is the first argument that is neither an option nor an option's value."""
-    options_with_values = {"--beams", "--max-new-tokens"}
+    options_with_values = {"--beams", "--max-new-tokens", "--threads"}
     rest, package, skip = [], None, False
     for arg in argv:
         if skip or arg.startswith("-"):

@@ -26,7 +26,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from tasks.common.errors import PipelineError
 from tasks.common.metrics import trainer_metrics
-from tasks.params import TrainParams
+from tasks.common.paths import Paths
+from tasks.params import Params, TrainParams
 
 FINGERPRINT_FILE = "run_fingerprint.json"
 
@@ -160,3 +161,20 @@ def fingerprint_of(*parts: Any) -> dict:
 def history(trainer: Trainer) -> list[dict]:
     """The Trainer's log history (losses, eval figures by step), for learning-curve plots."""
     return [dict(entry) for entry in trainer.state.log_history]
+
+
+def train_named_run(
+    model: PreTrainedModel, p: Params, paths: Paths, name: str, tp: TrainParams, rows: Dataset, val: Optional[Dataset],
+    tokenizer: PreTrainedTokenizerBase, fingerprint: dict, **options: Any,
+) -> tuple[PreTrainedModel, dict]:
+    """Train `model` on `rows` as the run `name` (checkpoints/<name>, dvclive/<name>, the run's
+    seed and device; `options`: the other TrainJob fields) and report it. Returns the model
+    (best val checkpoint) and {train_rows, val (final evaluation), history}."""
+    job = TrainJob(
+        params=tp, train=rows, val=val, tokenizer=tokenizer, checkpoint_dir=paths.checkpoints(name),
+        live_dir=paths.live_dir(name), seed=p.seed, device=p.device, fingerprint=fingerprint, **options,
+    )
+    trainer = train(model, job)
+    result = {"train_rows": len(job.train), "val": trainer.evaluate(), "history": history(trainer)}
+    finish(job)
+    return trainer.model, result

@@ -22,10 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import onnx
-import onnxruntime
 import torch
-import transformers
 from transformers import PreTrainedModel
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
@@ -43,7 +40,7 @@ from tasks.common.seq2seq_runtime import (
     self_names,
     trim,
 )
-from tasks.export import checked_graph, describe_value, dynamo_export, file_hashes, source_info
+from tasks.export import checked_graph, describe_value, dynamo_export, file_hashes, library_versions, source_info
 from tasks.params import Params
 from tasks.translation import language_tag
 from tasks.translation.decoder_step import FastFirstStep, FastWithPast, lm_logits, supports_fast_step
@@ -81,6 +78,23 @@ class EncoderGraph(torch.nn.Module):
         return self.model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
+def decode_into(model: PreTrainedModel, input_ids, encoder_attention_mask, encoder_hidden_states, cache) -> torch.Tensor:
+    """transformers' decoder on `input_ids`, filling `cache`; returns the logits."""
+    out = model.get_decoder()(
+        input_ids=input_ids,
+        encoder_hidden_states=encoder_hidden_states,
+        encoder_attention_mask=encoder_attention_mask,
+        cache=cache,
+        use_cache=True,
+    )
+    return lm_logits(model, out.last_hidden_state)
+
+
+def cached(cache: DynamicCache) -> list[torch.Tensor]:
+    """key 0, value 0, key 1, value 1, ...: the order of the graphs' present.* outputs."""
+    return [tensor for layer in cache.layers for tensor in (layer.keys, layer.values)]
+
+
 class FirstStepGraph(torch.nn.Module):
     """The decoder on the start token with an empty cache; returns the cache it filled."""
 
@@ -91,19 +105,8 @@ class FirstStepGraph(torch.nn.Module):
     def forward(self, input_ids, encoder_attention_mask, encoder_hidden_states):
         config = self.model.config
         cache = EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
-        out = self.model.get_decoder()(
-            input_ids=input_ids,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            cache=cache,
-            use_cache=True,
-        )
-        present = []
-        for layer in cache.self_attention_cache.layers:
-            present += [layer.keys, layer.values]
-        for layer in cache.cross_attention_cache.layers:
-            present += [layer.keys, layer.values]
-        return (lm_logits(self.model, out.last_hidden_state), *present)
+        logits = decode_into(self.model, input_ids, encoder_attention_mask, encoder_hidden_states, cache)
+        return (logits, *cached(cache.self_attention_cache), *cached(cache.cross_attention_cache))
 
 
 class WithPastGraph(torch.nn.Module):
@@ -128,17 +131,8 @@ class WithPastGraph(torch.nn.Module):
         # not read (the cached keys/values are), only the shape [batch, source, d_model].
         key = past_cross[0]
         placeholder = key.new_zeros(key.shape[0], key.shape[2], config.d_model)
-        out = self.model.get_decoder()(
-            input_ids=input_ids,
-            encoder_hidden_states=placeholder,
-            encoder_attention_mask=encoder_attention_mask,
-            cache=cache,
-            use_cache=True,
-        )
-        present = []
-        for layer in cache.self_attention_cache.layers:
-            present += [layer.keys, layer.values]
-        return (lm_logits(self.model, out.last_hidden_state), *present)
+        logits = decode_into(self.model, input_ids, encoder_attention_mask, placeholder, cache)
+        return (logits, *cached(cache.self_attention_cache))
 
 
 def export_module(module, args: tuple, names: list[str], outputs: list[str], shapes, out: Path, opset: int) -> None:
@@ -391,12 +385,7 @@ def build_manifest(p: Params, package: Path, model: PreTrainedModel, tokenizer, 
         "generation": generation_spec(model, p),
         "tokenizer": {"file": TOKENIZER_FILE},
         "files": file_hashes(package),
-        "versions": {
-            "onnxruntime": onnxruntime.__version__,
-            "onnx": onnx.__version__,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
+        "versions": library_versions(),
         "source": source_info(model_dir),
     }
 

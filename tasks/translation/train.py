@@ -9,7 +9,7 @@ from transformers import AutoTokenizer, DataCollatorForSeq2Seq, PreTrainedModel,
 
 from tasks.common.errors import HandoffError
 from tasks.common.paths import Paths
-from tasks.common.training import TrainJob, finish, fingerprint_of, history, train
+from tasks.common.training import fingerprint_of, train_named_run
 from tasks.params import Params, TrainParams
 
 # What the model and the length-grouped sampler read; `id` stays on disk for evaluate.
@@ -55,23 +55,10 @@ def train_translator(
     """Train on a `budget`-sized train subset, keep the best checkpoint by val loss.
 
     Returns the model and {train_rows, val (eval loss etc.), history}."""
-    job = TrainJob(
-        params=tp,
-        train=budget_subset(splits["train"], budget, p.seed),
-        val=splits["val"],
-        tokenizer=tokenizer,
-        checkpoint_dir=paths.checkpoints(name),
-        live_dir=paths.live_dir(name),
-        seed=p.seed,
-        device=p.device,
-        metric="loss",
-        greater_is_better=False,
-        compute_metrics=None,
+    return train_named_run(
+        model, p, paths, name, tp, budget_subset(splits["train"], budget, p.seed), splits["val"], tokenizer,
+        fingerprint_of(name, tp, p.seed, p.model, p.data, budget, len(splits["train"])),
+        metric="loss", greater_is_better=False, compute_metrics=None,
         # pads labels with -100 (ignored by the loss) and builds decoder_input_ids from them
         collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
-        fingerprint=fingerprint_of(name, tp, p.seed, p.model, p.data, budget, len(splits["train"])),
     )
-    trainer = train(model, job)
-    result = {"train_rows": len(job.train), "val": trainer.evaluate(), "history": history(trainer)}
-    finish(job)
-    return trainer.model, result

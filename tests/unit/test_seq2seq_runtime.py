@@ -266,6 +266,25 @@ def test_cli_decodes_as_the_manifest_says_by_default(exported, translator):
     assert [json.loads(line)["translation"] for line in result.stdout.splitlines()] == expected
 
 
+def test_thread_count_reaches_every_session_and_a_bad_one_is_named(exported, monkeypatch):
+    threads = lambda t: {s.get_session_options().intra_op_num_threads for s in (t.encoder, t.decoder, t.decoder_with_past)}  # noqa: E731
+    monkeypatch.delenv("TRANSLATOR_THREADS", raising=False)
+    assert threads(OnnxTranslator(exported.onnx)) == {1}
+    assert threads(OnnxTranslator(exported.onnx, threads=2)) == {2}
+    monkeypatch.setenv("TRANSLATOR_THREADS", "3")
+    assert threads(OnnxTranslator(exported.onnx)) == {3}
+    monkeypatch.setenv("TRANSLATOR_THREADS", "two")
+    with pytest.raises(ModelPackageError, match=r"TRANSLATOR_THREADS\) must be a whole number >= 1, got 'two'"):
+        OnnxTranslator(exported.onnx)
+    result = subprocess.run(
+        [sys.executable, "-m", "tasks.common.serve", str(exported.onnx), "--threads", "0"],
+        input="A dog.\n", cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+        "error: serve: threads (or TRANSLATOR_THREADS) must be a whole number >= 1, got 0"
+    ]
+
+
 def test_cli_names_a_missing_package_in_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "tasks.common.seq2seq_runtime", str(tmp_path / "nowhere")],
