@@ -3,7 +3,7 @@ PyTorch `model.generate` on the model it was exported from, on the same sentence
 batches, at several batch sizes and ORT thread counts: the README's decode-speed figures.
 
 Usage (after `make translation`, in the repository root):
-  .venv/bin/python -m bench.decode_speed runs/translation [--sentences 200] [--batch-sizes 1 16 64]
+  .venv/bin/python -m bench.decode_speed runs/translation [--sentences 200] [--batch-sizes 1 16 64] [--threads 1 2]
 
 Every timing comes after a warm-up, both runtimes in this one process, one after the other
 (never two at once: on few cores they would slow each other). Token ids must be identical for a
