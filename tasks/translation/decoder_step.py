@@ -88,13 +88,17 @@ def embed(decoder, input_ids: torch.Tensor, position) -> torch.Tensor:
     return decoder.embed_tokens(input_ids) * decoder.embed_scale + decoder.embed_positions.weight[position]
 
 
-class FastFirstStep(torch.nn.Module):
-    """The decoder-start token: logits, the self cache it starts, the cross cache for all steps."""
+class MarianStep(torch.nn.Module):
+    """A Marian model's decoder, one token per call (the forward is the subclass's)."""
 
     def __init__(self, model: PreTrainedModel):
         super().__init__()
         self.model = model
         self.heads = model.config.decoder_attention_heads
+
+
+class FastFirstStep(MarianStep):
+    """The decoder-start token: logits, the self cache it starts, the cross cache for all steps."""
 
     def forward(self, input_ids, encoder_attention_mask, encoder_hidden_states):
         decoder = self.model.get_decoder()
@@ -109,13 +113,8 @@ class FastFirstStep(torch.nn.Module):
         return (lm_logits(self.model, hidden), *present_self, *present_cross)
 
 
-class FastWithPast(torch.nn.Module):
+class FastWithPast(MarianStep):
     """One more token given the self cache so far and the cross cache of the first step."""
-
-    def __init__(self, model: PreTrainedModel):
-        super().__init__()
-        self.model = model
-        self.heads = model.config.decoder_attention_heads
 
     def forward(self, input_ids, encoder_attention_mask, past_self, past_cross):
         decoder = self.model.get_decoder()

@@ -135,12 +135,6 @@ class WithPastGraph(torch.nn.Module):
         return (logits, *cached(cache.self_attention_cache))
 
 
-def export_module(module, args: tuple, names: list[str], outputs: list[str], shapes, out: Path, opset: int) -> None:
-    """One graph through the classification export's dynamo exporter (torch.export keeps batch,
-    source and past symbolic and fails loudly on a specialisation), one self-contained file."""
-    dynamo_export(module.eval(), out, opset, names, outputs, shapes, args=args)
-
-
 def decoder_graphs(model: PreTrainedModel) -> tuple[torch.nn.Module, torch.nn.Module, str, int]:
     """The first-step and with-past modules to export, the name of that pair, and the axis of
     a cached key that grows with each token (decoder_step caches keys transposed)."""
@@ -163,30 +157,31 @@ def export_graphs(model: PreTrainedModel, package: Path, pad_id: int, start_id: 
     batch, source, past = torch.export.Dim("batch"), torch.export.Dim("source"), torch.export.Dim("past")
     ids = torch.tensor([[5, 6, 7, 8, 1], [5, 9, 1, pad_id, pad_id]])
     mask = (torch.arange(5)[None, :] < torch.tensor([[5], [3]])).long()
-    export_module(
-        EncoderGraph(model), (ids, mask), ["input_ids", "attention_mask"], ["encoder_hidden_states"],
-        ({0: batch, 1: source}, {0: batch, 1: source}), package / ENCODER_FILE, opset,
+    # torch.export keeps batch, source and past symbolic and fails loudly on a specialisation
+    dynamo_export(
+        EncoderGraph(model).eval(), package / ENCODER_FILE, opset, ["input_ids", "attention_mask"], ["encoder_hidden_states"],
+        ({0: batch, 1: source}, {0: batch, 1: source}), args=(ids, mask),
     )
     hidden = EncoderGraph(model)(ids, mask)
     start = torch.full((2, 1), start_id, dtype=torch.long)
     first_step, with_past, kind, key_axis = decoder_graphs(model)
     present_self, present_cross = self_names("present", layers), cross_names("present", layers)
-    export_module(
-        first_step, (start, mask, hidden),
+    dynamo_export(
+        first_step.eval(), package / DECODER_FILE, opset,
         ["input_ids", "encoder_attention_mask", "encoder_hidden_states"], ["logits", *present_self, *present_cross],
-        ({0: batch}, {0: batch, 1: source}, {0: batch, 1: source}), package / DECODER_FILE, opset,
+        ({0: batch}, {0: batch, 1: source}, {0: batch, 1: source}), args=(start, mask, hidden),
     )
     first = first_step(start, mask, hidden)
     cross = tuple(first[1 + 2 * layers :])
     grown = zip(present_self, first[1 : 1 + 2 * layers])  # 2 positions
     past_self = tuple(torch.cat([kv, kv], dim=position_axis(name, key_axis)) for name, kv in grown)
-    export_module(
-        with_past, (start + 3, mask, past_self, cross),
+    dynamo_export(
+        with_past.eval(), package / DECODER_WITH_PAST_FILE, opset,
         ["input_ids", "encoder_attention_mask", *self_names("past", layers), *cross_names("past", layers)],
         ["logits", *present_self],
         ({0: batch}, {0: batch, 1: source}, tuple({0: batch, position_axis(n, key_axis): past} for n in present_self),
          tuple({0: batch, position_axis(n, key_axis): source} for n in present_cross)),
-        package / DECODER_WITH_PAST_FILE, opset,
+        args=(start + 3, mask, past_self, cross),
     )
     return kind
 
@@ -355,7 +350,9 @@ def check_gate(model, tokenizer, translator: OnnxTranslator, texts: Sequence[str
 # ---------------------------------------------------------------- package
 
 
-def build_manifest(p: Params, package: Path, model: PreTrainedModel, tokenizer, ids: dict, model_dir: Path) -> dict:
+def build_manifest(
+    p: Params, package: Path, model: PreTrainedModel, tokenizer, ids: dict, model_dir: Path, decoder_kind: str
+) -> dict:
     config = model.config
     pair = p.data.target.languages
     tag = language_tag(pair.tgt)
@@ -371,6 +368,7 @@ def build_manifest(p: Params, package: Path, model: PreTrainedModel, tokenizer, 
         "task": TASK,
         "opset": p.export.opset,
         "graphs": {name: describe_graph(package / name, p.export.opset) for name in (ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE)},
+        "decoder_graphs": decoder_kind,  # marian_step (tasks/translation/decoder_step.py) or traced
         "languages": {"src": pair.src, "tgt": pair.tgt},
         "language_tag": tag,
         "language_tag_id": vocab[tag],
@@ -400,8 +398,7 @@ def run(p: Params, paths: Paths) -> dict:
     started = time.perf_counter()
     with atomic_dir(paths.onnx) as package:
         decoder_kind = export_graphs(model, package, ids["pad_id"], ids["decoder_start_id"], p.export.opset)
-        manifest = build_manifest(p, package, model, tokenizer, ids, model_dir)
-        manifest["decoder_graphs"] = decoder_kind
+        manifest = build_manifest(p, package, model, tokenizer, ids, model_dir, decoder_kind)
         write_json_atomic(package / MANIFEST, manifest)
         translator = OnnxTranslator(package)  # also proves the hashes verify
         manifest["gate"] = check_gate(model, tokenizer, translator, texts, p, ids)
