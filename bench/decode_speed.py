@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from tasks.common.paths import Paths
-from tasks.common.seq2seq_runtime import OnnxTranslator
+from serving.translator import OnnxTranslator
 from tasks.params import load_params
-from tasks.translation.export import gate_sentences, load_target, reference_batches, special_ids, torch_greedy
+from tasks.translation.gate import gate_sentences, load_target, reference_batches, special_ids, torch_greedy
 
 RESULTS = Path(__file__).resolve().parent / "results" / "decode_speed.json"
 

@@ -23,13 +23,13 @@ from pathlib import Path
 from tasks.common.errors import PipelineError, user_errors
 
 REPO = Path(__file__).resolve().parents[1]
-CODE = ["tasks", "flows"]
+CODE = ["tasks", "serving", "flows"]
 FILES = ["dvc.yaml", ".dvcignore", ".gitignore"]
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
 def copy_code(root: Path) -> None:
-    """The workspace runs its own copy of the code: stage commands are `python -m tasks.X` in it."""
+    """The workspace runs its own copy of the code: stage commands are `python -m tasks <stage>` in it."""
     for name in CODE:
         shutil.rmtree(root / name, ignore_errors=True)
         shutil.copytree(REPO / name, root / name, ignore=IGNORE)

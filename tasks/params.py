@@ -7,12 +7,11 @@ out-of-range value stops with one line naming the field and the value.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from tasks.common.errors import ParamsError
 
@@ -27,21 +26,41 @@ class Strict(BaseModel):
 # ---------------------------------------------------------------- task / data
 
 
-TaskKind = Literal["classification", "translation"]
+TASK_KINDS = ("classification", "translation")
 
 
-class TaskParams(Strict):
-    # classification: text -> one of `labels`; translation: source sentence -> target sentence
-    # (the languages are each data section's `languages`). Every stage dispatches on this.
-    kind: TaskKind = "classification"
-    # Class names, in the order of the model's output logits (classification only).
+class ClassificationTask(Strict):
+    """text -> one of `labels`."""
+
+    kind: Literal["classification"] = "classification"
+    # Class names, in the order of the model's output logits.
     labels: list[str] = Field(default_factory=lambda: ["negative", "positive"], min_length=2)
 
     @model_validator(mode="after")
-    def _unique_labels(self) -> "TaskParams":
+    def _unique_labels(self) -> "ClassificationTask":
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"labels must be unique, got {self.labels}")
         return self
+
+
+class TranslationTask(Strict):
+    """source sentence -> target sentence; the languages are each data section's `languages`."""
+
+    kind: Literal["translation"] = "translation"
+
+
+def task_kind(value: Any) -> Any:
+    """The union's tag: `kind`, classification when left out (the default task)."""
+    if isinstance(value, dict):
+        return value.get("kind", "classification")
+    return getattr(value, "kind", None)
+
+
+# Every stage runs the module of this kind (tasks/<kind>/<stage>.py).
+TaskParams = Annotated[
+    Union[Annotated[ClassificationTask, Tag("classification")], Annotated[TranslationTask, Tag("translation")]],
+    Discriminator(task_kind),
+]
 
 
 class Columns(Strict):
@@ -142,6 +161,9 @@ class ScratchConfig(Strict):
     vocab_size: int = Field(8000, ge=500, le=250_000)
     # translation (encoder-decoder): decoder depth; None = `layers`
     decoder_layers: Optional[int] = Field(None, ge=1, le=48)
+    # translation: the (sinusoidal) position table; must hold tokenize.max_length source tokens
+    # and evaluate.generation.max_new_tokens + 1 decoder positions
+    max_positions: int = Field(512, ge=8, le=8192)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
@@ -245,7 +267,7 @@ TRANSLATION_STRATEGIES = ("full", "freeze_bottom", "freeze_encoder")
 class Params(Strict):
     seed: int = Field(42, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA (bf16 where supported) if present
-    task: TaskParams = TaskParams()
+    task: TaskParams = ClassificationTask()
     data: DataParams
     model: ModelParams = ModelParams()
     tokenize: TokenizeParams = TokenizeParams()
@@ -266,9 +288,18 @@ class Params(Strict):
                 raise ValueError(f"pretrain.mode {self.pretrain.mode!r}: translation pretrains on the source pair (supervised)")
             if "vader" in self.evaluate.baselines:
                 raise ValueError("evaluate.baselines: vader scores sentiment, not translation")
+            self._positions_fit()
         elif self.finetune.strategy == "freeze_encoder":
             raise ValueError("finetune.strategy 'freeze_encoder' is for translation; classification has head_only")
         return self
+
+    def _positions_fit(self) -> None:
+        needed = max(self.tokenize.max_length, self.evaluate.generation.max_new_tokens + 1)
+        if self.model.init == "scratch" and self.model.scratch.max_positions < needed:
+            raise ValueError(
+                f"model.scratch.max_positions {self.model.scratch.max_positions} is too small: tokenize.max_length "
+                f"{self.tokenize.max_length} and evaluate.generation.max_new_tokens + 1 need {needed}"
+            )
 
 
 # ---------------------------------------------------------------- loading
@@ -281,7 +312,9 @@ def params_path() -> Path:
 def describe_error(err: ValidationError, source: str) -> str:
     """One line: the file, the dotted field and the offending value."""
     first = err.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    # The union's tag is not a field the user wrote: task.translation.labels -> task.labels
+    loc = [part for index, part in enumerate(first["loc"]) if not (index == 1 and first["loc"][0] == "task")]
+    field = ".".join(str(part) for part in loc) or "(top level)"
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key"
@@ -314,17 +347,3 @@ def load_params(path: Path | None = None) -> Params:
         where = f" line {line + 1}" if line is not None else ""
         raise ParamsError(f"{path}:{where} not valid YAML") from None
     return parse_params(raw, str(path))
-
-
-def main() -> None:
-    """`python -m tasks.params`: validate params.yaml and say so (the flow runs this first)."""
-    from tasks.common.errors import user_errors
-
-    with user_errors():
-        params = load_params()
-        print(f"{params_path()}: ok (task {params.task.kind}, init {params.model.init})")
-
-
-if __name__ == "__main__":
-    main()
-    sys.exit(0)

@@ -1,6 +1,6 @@
 """One way to train with the HF Trainer: device choice, checkpoint/resume, early stopping,
 dynamic padding with length grouping, DVCLive logs. Used by pretrain, finetune and evaluate
-(the target-only baseline)."""
+(the target-only baseline) of every kind."""
 
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from tasks.common.errors import PipelineError
-from tasks.common.metrics import trainer_metrics
 from tasks.common.paths import Paths
 from tasks.params import Params, TrainParams
 
@@ -55,7 +54,7 @@ class TrainJob:
     metric: str = "f1_macro"  # what early stopping and best-model selection watch
     greater_is_better: bool = True
     collator: Any = None
-    compute_metrics: Optional[Callable] = trainer_metrics
+    compute_metrics: Optional[Callable] = None  # Trainer's compute_metrics (the kind's own scores)
     optimizer: Optional[torch.optim.Optimizer] = None
     fingerprint: Optional[dict] = None  # what makes a checkpoint resumable (params, data)
 
@@ -178,3 +177,7 @@ def train_named_run(
     result = {"train_rows": len(job.train), "val": trainer.evaluate(), "history": history(trainer)}
     finish(job)
     return trainer.model, result
+
+
+def trainable_parameters(model: PreTrainedModel) -> int:
+    return sum(q.numel() for q in model.parameters() if q.requires_grad)

@@ -10,15 +10,16 @@ from __future__ import annotations
 from tqdm.auto import tqdm
 
 from tasks.common.errors import HandoffError
-from tasks.common.io import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
+from tasks.common.io import read_json, write_json_atomic, write_jsonl_atomic
 from tasks.common.models import save_model
 from tasks.common.paths import Paths
+from tasks.common.prepared import prepared_split
 from tasks.common.training import pick_device
 from tasks.params import Params
-from tasks.translation import finetune, language_tag
+from tasks.translation import language_tag
 from tasks.translation.metrics import translation_scores
 from tasks.translation.model import check_translation_handoff, load_translator, new_translator, translate
-from tasks.translation.train import load_pairs, train_translator
+from tasks.translation.train import freeze, load_pairs, train_translator
 
 TRANSFER = "transfer"
 MODES = ("greedy", "beam")
@@ -32,9 +33,7 @@ BEAM_NEUTRAL = {"no_repeat_ngram_size": 0, "repetition_penalty": 1.0, "length_pe
 def load_test_rows(paths: Paths, limit: int | None) -> list[dict]:
     """The first `limit` rows (all when None) of the frozen target test split."""
     file = paths.split_file("target", "test")
-    if not file.exists():
-        raise HandoffError(f"{file} not found: run the ingest stage first")
-    rows = read_jsonl(file)[:limit]
+    rows = prepared_split(paths, "target", "test")[:limit]
     for number, row in enumerate(rows, start=1):
         if not isinstance(row.get("src"), str) or not isinstance(row.get("tgt"), str):
             raise HandoffError(f"{file} row {number}: expected 'src' and 'tgt' text (a translation row), got keys {sorted(row)}")
@@ -122,7 +121,7 @@ def finetune_at_budget(p: Params, paths: Paths, tokenizer, splits, budget: int):
     """models/source fine-tuned again as the finetune stage does (same strategy and params, its
     own freeze), on `budget` target pairs; kept in memory, not saved."""
     model = load_translator(paths.source_model)
-    finetune.freeze(model, p.finetune.strategy, p.finetune.freeze_layers)
+    freeze(model, p.finetune.strategy, p.finetune.freeze_layers)
     model, _ = train_translator(model, splits, tokenizer, p.finetune, p, paths, f"finetune-{budget}", budget)
     return model
 

@@ -3,11 +3,11 @@
 Writes `data/prepared/{source,target}/{train,val,test}.jsonl` (rows {"id", "src", "tgt",
 "src_lang", "tgt_lang"}, see tasks/translation/__init__.py), `data/prepared/quarantine.jsonl`
 (every bad pair with its file, row and reason) and `reports/data.json`, whose counts add up per
-section:
+domain:
 
     rows_read == kept + quarantined + duplicates + leakage_removed
 
-Inputs per section (`data.source`, `data.target`), by `format`:
+Inputs per domain (`data.source`, `data.target`), by `format`:
 - "text": two line-aligned files per split, plain or .gz: `<path>/<name>.<lang>[.gz]` with
   `splits` (path is a directory), `<path>.<lang>[.gz]` without (then a seeded random split);
 - "tsv" / "csv" / "jsonl" / "parquet" (or "auto" by suffix): a file, a directory of them, or an
@@ -17,7 +17,7 @@ Inputs per section (`data.source`, `data.target`), by `format`:
   plain columns; `splits` name the HF splits.
 
 With predefined splits `max_rows` caps the train split only: val and test stay whole, so the
-frozen test split never changes. Reading and fetching reuse tasks/ingest.py.
+frozen test split never changes. Reading and fetching: tasks/common/sources.py.
 """
 
 from __future__ import annotations
@@ -25,15 +25,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import random
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple, Optional
+from typing import Iterable, Iterator
 
+from tasks.common import prepared
 from tasks.common.errors import DataError, ParamsError
 from tasks.common.io import sha256_file
 from tasks.common.paths import DOMAINS, SPLITS, Paths
-from tasks.ingest import (
+from tasks.common.sources import (
+    READ_PROBLEMS,
     Bad,
     Record,
     clean_text,
@@ -44,49 +45,25 @@ from tasks.ingest import (
     leak_key,
     load_hf_splits,
     read_records,
-    write_outputs,
     record_id,
     resolve_input,
     sha256_dir,
 )
-from tasks.params import Columns, Params, SourceSpec, SplitParams
+from tasks.params import Params, SourceSpec, SplitParams
 
 # Every reason a pair can be quarantined for; the report lists each, zeros included, so
 # `dvc metrics diff` compares like with like. The first four come from the shared readers.
-QUARANTINE_KINDS = (
-    "undecodable", "malformed_row", "wrong_field_count", "bad_json",
-    "empty_source", "empty_target", "over_long",
-)
+QUARANTINE_KINDS = READ_PROBLEMS + ("empty_source", "empty_target", "over_long")
 LEAKAGE_KINDS = ("train_vs_test", "train_vs_val", "source_train_vs_target_test")
 TRANSLATION_COLUMN = "translation"  # the HF convention: one dict column {lang: sentence}
 ALL = "all"  # the bucket name of rows read before a random split
 
 
-# ---------------------------------------------------------------- pairs and sections
+# ---------------------------------------------------------------- pairs and domains
 
 
 @dataclass
-class Pair:
-    """One pair as read; `problem` is set when reading already found it bad."""
-
-    file: str  # where the source side came from (file, URL or dataset[split]), as the user wrote it
-    row: int  # 1-based line number in text files, else the row number the reader gives
-    id: str
-    src: Any
-    tgt: Any
-    tgt_file: Optional[str] = None  # text format: the target side's own file
-    problem: Optional[Bad] = None
-
-
-class Flaw(NamedTuple):
-    """Why a pair is quarantined, and which side (its file) the reason concerns."""
-
-    bad: Bad
-    side: str  # "source" or "target"
-
-
-@dataclass
-class Kept:
+class Example:
     id: str
     src: str
     tgt: str
@@ -100,26 +77,11 @@ class Kept:
 
 
 @dataclass
-class Section:
-    """One data section (a language pair) on its way through the stage. `name`, `spec` and
-    `input` are what tasks.ingest.resolve_input reads and fills."""
+class Domain(prepared.Domain):
+    """One language pair on its way through the stage."""
 
-    name: str  # "source" or "target"
-    spec: SourceSpec
-    input: dict = field(default_factory=dict)
     read: dict = field(default_factory=dict)  # bucket -> {"files": [...], "rows": n, ...}
-    buckets: dict[str, list[Kept]] = field(default_factory=dict)  # split (or ALL) -> kept pairs
-    quarantined: list[dict] = field(default_factory=list)
-    counts: Counter = field(default_factory=Counter)
-    splits: dict[str, list[Kept]] = field(default_factory=dict)
-
-    @property
-    def field_name(self) -> str:
-        return f"data.{self.name}"
-
-    @property
-    def where(self) -> str:
-        return f"data.{self.name} ({self.spec.path})"
+    buckets: dict[str, list[Example]] = field(default_factory=dict)  # split (or ALL) -> kept pairs
 
     @property
     def src_lang(self) -> str:
@@ -134,9 +96,9 @@ class Section:
         return sum(entry["rows"] for entry in self.read.values())
 
 
-def pair_columns(spec: SourceSpec) -> tuple[str, str]:
-    """The source and target column names: as configured, else the language codes."""
-    return spec.columns.source or spec.languages.src, spec.columns.target or spec.languages.tgt
+def pair_columns(spec: SourceSpec) -> dict[str, str]:
+    """The source and target column names by role: as configured, else the language codes."""
+    return {"source": spec.columns.source or spec.languages.src, "target": spec.columns.target or spec.languages.tgt}
 
 
 # ---------------------------------------------------------------- text format
@@ -163,7 +125,7 @@ def text_lines(path: Path, field_name: str) -> tuple[list[str], set[int]]:
     return lines, bad
 
 
-def read_text_pairs(src_path: Path, tgt_path: Path, id_prefix: str, field_name: str) -> list[Pair]:
+def read_text_pairs(src_path: Path, tgt_path: Path, id_prefix: str, field_name: str) -> list[Record]:
     """The pairs of two line-aligned files; a different line count is an error (nothing written)."""
     (src_lines, src_bad), (tgt_lines, tgt_bad) = text_lines(src_path, field_name), text_lines(tgt_path, field_name)
     if len(src_lines) != len(tgt_lines):
@@ -173,7 +135,8 @@ def read_text_pairs(src_path: Path, tgt_path: Path, id_prefix: str, field_name: 
         )
     pairs = []
     for number, (src, tgt) in enumerate(zip(src_lines, tgt_lines), start=1):
-        pair = Pair(str(src_path), number, f"{id_prefix}:{number}", src, tgt, tgt_file=str(tgt_path))
+        files = {"source": str(src_path), "target": str(tgt_path)}
+        pair = Record(str(src_path), number, f"{id_prefix}:{number}", {"source": src, "target": tgt}, files=files)
         for path, bad in ((src_path, src_bad), (tgt_path, tgt_bad)):
             if number in bad and pair.problem is None:
                 pair.file = str(path)
@@ -182,77 +145,54 @@ def read_text_pairs(src_path: Path, tgt_path: Path, id_prefix: str, field_name: 
     return pairs
 
 
-def text_inputs(section: Section) -> dict[str, tuple[Path, Path, str]]:
+def text_inputs(domain: Domain) -> dict[str, tuple[Path, Path, str]]:
     """bucket -> (source file, target file, id prefix)."""
-    spec, name = section.spec, section.field_name
+    spec, name = domain.spec, domain.field_name
     if spec.splits is None:
         stem = spec.path
-        return {ALL: (text_file(stem, section.src_lang, name), text_file(stem, section.tgt_lang, name), Path(stem).name)}
+        return {ALL: (text_file(stem, domain.src_lang, name), text_file(stem, domain.tgt_lang, name), Path(stem).name)}
     directory = Path(spec.path)
     if not directory.is_dir():
         raise DataError(f"{name}.path: {spec.path}: not a directory (format text with splits reads <path>/<split>.<lang>[.gz])")
     files = {}
     for split in SPLITS:
         stem = (directory / getattr(spec.splits, split)).as_posix()
-        files[split] = (text_file(stem, section.src_lang, name), text_file(stem, section.tgt_lang, name), Path(stem).name)
+        files[split] = (text_file(stem, domain.src_lang, name), text_file(stem, domain.tgt_lang, name), Path(stem).name)
     return files
 
 
-def check_text_sha256(section: Section, files: list[Path]) -> None:
+def check_text_sha256(domain: Domain, files: list[Path]) -> None:
     """Record each file's hash; a pinned sha256 covers the directory (with splits) or the file pair."""
-    section.input = {"path": section.spec.path, "files": {str(path): sha256_file(path) for path in files}}
-    if not section.spec.sha256:
+    domain.input = {"path": domain.spec.path, "files": {str(path): sha256_file(path) for path in files}}
+    if not domain.spec.sha256:
         return
-    if section.spec.splits is not None:
-        digest = sha256_dir(Path(section.spec.path))
+    if domain.spec.splits is not None:
+        digest = sha256_dir(Path(domain.spec.path))
     else:  # like a SHA256SUMS file of the two files
-        listing = "".join(f"{file_digest}  {Path(path).name}\n" for path, file_digest in sorted(section.input["files"].items()))
+        listing = "".join(f"{file_digest}  {Path(path).name}\n" for path, file_digest in sorted(domain.input["files"].items()))
         digest = hashlib.sha256(listing.encode()).hexdigest()
-    if digest != section.spec.sha256:
-        raise DataError(f"{section.field_name}.sha256: {section.spec.path} has sha256 {digest}, expected {section.spec.sha256}")
+    if digest != domain.spec.sha256:
+        raise DataError(f"{domain.field_name}.sha256: {domain.spec.path} has sha256 {digest}, expected {domain.spec.sha256}")
 
 
-def read_text(section: Section) -> dict[str, list[Pair]]:
-    if is_url(section.spec.path):
-        raise ParamsError(f"{section.field_name}.format: text reads local files; a URL needs a single-file format (tsv, csv, jsonl, parquet)")
-    inputs = text_inputs(section)
-    check_text_sha256(section, [path for src, tgt, _ in inputs.values() for path in (src, tgt)])
+def read_text(domain: Domain) -> dict[str, list[Record]]:
+    if is_url(domain.spec.path):
+        raise ParamsError(f"{domain.field_name}.format: text reads local files; a URL needs a single-file format (tsv, csv, jsonl, parquet)")
+    inputs = text_inputs(domain)
+    check_text_sha256(domain, [path for src, tgt, _ in inputs.values() for path in (src, tgt)])
     buckets = {}
     for bucket, (src, tgt, prefix) in inputs.items():
-        buckets[bucket] = read_text_pairs(src, tgt, prefix, section.field_name)
-        section.read[bucket] = {"files": [str(src), str(tgt)], "rows_in_input": len(buckets[bucket])}
+        buckets[bucket] = read_text_pairs(src, tgt, prefix, domain.field_name)
+        domain.read[bucket] = {"files": [str(src), str(tgt)], "rows_in_input": len(buckets[bucket])}
     return buckets
 
 
-# ---------------------------------------------------------------- tabular formats (tasks.ingest readers)
+# ---------------------------------------------------------------- tabular formats (the shared readers)
 
 
-def pair_from_record(record: Record) -> Pair:
-    """The classification reader's (text, label) columns are the (source, target) columns here."""
-    return Pair(record.file, record.row, record.id, record.text, record.raw_label, problem=record.problem)
-
-
-def as_pair_columns(spec: SourceSpec) -> SourceSpec:
-    """The spec with its source/target columns in the text/label slots the shared readers use."""
-    src, tgt = pair_columns(spec)
-    return spec.model_copy(update={"columns": Columns(text=src, label=tgt)})
-
-
-def renamed_column_error(err: DataError, field_name: str) -> DataError:
-    """The shared readers name the slots `columns.text` / `columns.label`; here they are the
-    `columns.source` / `columns.target` fields the user sets."""
-    message = str(err)
-    for slot, role in (("text", "source"), ("label", "target")):
-        message = message.replace(f"{field_name}.columns.{slot}:", f"{field_name}.columns.{role}:", 1)
-    return DataError(message)
-
-
-def tabular_records(location: Path, spec: SourceSpec, cache_dir: Path, field_name: str) -> list[Pair]:
-    try:  # no cap here: max_rows is applied per split by the caller
-        records = list(read_records(location, spec.model_copy(update={"max_rows": None}), cache_dir, field_name))
-    except DataError as err:
-        raise renamed_column_error(err, field_name) from None
-    return [pair_from_record(record) for record in records]
+def tabular_records(name: str, spec: SourceSpec, location: Path, cache_dir: Path) -> list[Record]:
+    # no cap here: max_rows is applied per split by the caller
+    return list(read_records(name, spec, location, pair_columns(spec), cache_dir, capped=False))
 
 
 def split_file(directory: Path, split_name: str, spec: SourceSpec, field_name: str) -> Path:
@@ -264,38 +204,39 @@ def split_file(directory: Path, split_name: str, spec: SourceSpec, field_name: s
     return matches[0]
 
 
-def read_tabular(section: Section, cache_dir: Path) -> dict[str, list[Pair]]:
-    spec = as_pair_columns(section.spec)
-    location = resolve_input(section, cache_dir)  # fetches and checks URLs, checks sha256
+def read_tabular(domain: Domain, cache_dir: Path) -> dict[str, list[Record]]:
+    spec = domain.spec
+    location, domain.input = resolve_input(domain.name, spec, cache_dir)  # fetches and checks URLs, checks sha256
     if spec.splits is None:
-        return {ALL: tabular_records(location, spec, cache_dir, section.field_name)}
+        return {ALL: tabular_records(domain.name, spec, location, cache_dir)}
     if not (isinstance(location, Path) and location.is_dir()):
-        raise DataError(f"{section.field_name}.path: {spec.path}: with splits, a directory of <split>.<ext> files is needed")
+        raise DataError(f"{domain.field_name}.path: {spec.path}: with splits, a directory of <split>.<ext> files is needed")
     buckets = {}
     for split in SPLITS:
-        path = split_file(location, getattr(spec.splits, split), spec, section.field_name)
+        path = split_file(location, getattr(spec.splits, split), spec, domain.field_name)
         file_spec = spec.model_copy(update={"path": path.as_posix()})
-        buckets[split] = tabular_records(path, file_spec, cache_dir, section.field_name)
+        buckets[split] = tabular_records(domain.name, file_spec, path, cache_dir)
     return buckets
 
 
 # ---------------------------------------------------------------- HF datasets
 
 
-def hf_pairs(dataset, shown: str, columns: tuple[str, str], langs: tuple[str, str], field_name: str) -> Iterator[Pair]:
+def hf_pairs(dataset, shown: str, columns: dict[str, str], langs: tuple[str, str], field_name: str) -> Iterator[Record]:
     """Pairs from two plain columns, or else from a `translation` dict column {lang: sentence}."""
     names = dataset.column_names
-    if set(columns) <= set(names):
-        wanted, keys, side = list(columns), columns, lambda row, key: row[key]
+    if set(columns.values()) <= set(names):
+        wanted, keys, side = list(columns.values()), tuple(columns.values()), lambda row, key: row[key]
     elif TRANSLATION_COLUMN in names:
         check_translation_languages(dataset, shown, langs, field_name)
         wanted, keys, side = [TRANSLATION_COLUMN], langs, lambda row, lang: (row[TRANSLATION_COLUMN] or {}).get(lang)
     else:
-        role, missing = next((role, c) for role, c in zip(("source", "target"), columns) if c not in names)
+        role, missing = next((role, c) for role, c in columns.items() if c not in names)
         raise DataError(f"{field_name}.columns.{role}: column {missing!r} not in {shown} (columns: {', '.join(names)})")
     has_ids = "id" in names
     for number, row in enumerate(dataset.select_columns(wanted + (["id"] if has_ids else [])), start=1):
-        yield Pair(shown, number, record_id(row.get("id"), number), side(row, keys[0]), side(row, keys[1]))
+        values = {"source": side(row, keys[0]), "target": side(row, keys[1])}
+        yield Record(shown, number, record_id(row.get("id"), number), values)
 
 
 def check_translation_languages(dataset, shown: str, langs: tuple[str, str], field_name: str) -> None:
@@ -307,15 +248,15 @@ def check_translation_languages(dataset, shown: str, langs: tuple[str, str], fie
             raise DataError(f"{field_name}.languages: {lang!r} is not in the translation column of {shown} (languages: {have})")
 
 
-def read_hf_pairs(section: Section, cache_dir: Path) -> dict[str, list[Pair]]:
-    spec = section.spec
-    location = resolve_input(section, cache_dir)
+def read_hf_pairs(domain: Domain, cache_dir: Path) -> dict[str, list[Record]]:
+    spec = domain.spec
+    location, domain.input = resolve_input(domain.name, spec, cache_dir)
     # With `splits` every split is loaded and picked by name below; hf_split is then ignored.
-    loaded = load_hf_splits(location, spec.model_copy(update={"hf_split": None}) if spec.splits else spec, cache_dir, section.field_name)
-    columns, langs = pair_columns(spec), (section.src_lang, section.tgt_lang)
+    loaded = load_hf_splits(location, spec.model_copy(update={"hf_split": None}) if spec.splits else spec, cache_dir, domain.field_name)
+    columns, langs = pair_columns(spec), (domain.src_lang, domain.tgt_lang)
 
-    def pairs_of(split_name: str, dataset) -> list[Pair]:
-        return list(hf_pairs(dataset, f"{spec.path}[{split_name}]", columns, langs, section.field_name))
+    def pairs_of(split_name: str, dataset) -> list[Record]:
+        return list(hf_pairs(dataset, f"{spec.path}[{split_name}]", columns, langs, domain.field_name))
 
     if spec.splits is None:
         return {ALL: [pair for name, dataset in loaded for pair in pairs_of(name, dataset)]}
@@ -324,121 +265,121 @@ def read_hf_pairs(section: Section, cache_dir: Path) -> dict[str, list[Pair]]:
     for split in SPLITS:
         name = getattr(spec.splits, split)
         if name not in available:
-            raise DataError(f"{section.field_name}.splits.{split}: split {name!r} not in {spec.path} (splits: {', '.join(available)})")
+            raise DataError(f"{domain.field_name}.splits.{split}: split {name!r} not in {spec.path} (splits: {', '.join(available)})")
         buckets[split] = pairs_of(name, available[name])
     return buckets
 
 
-# ---------------------------------------------------------------- reading a section
+# ---------------------------------------------------------------- reading a domain
 
 
-def read_pairs(section: Section, cache_dir: Path) -> dict[str, list[Pair]]:
+def read_pairs(domain: Domain, cache_dir: Path) -> dict[str, list[Record]]:
     """bucket -> pairs as read: our split names with predefined splits, else ALL."""
-    if section.spec.format == "text":
-        return read_text(section)
-    if section.spec.format == "hf":
-        return read_hf_pairs(section, cache_dir)
-    return read_tabular(section, cache_dir)
+    if domain.spec.format == "text":
+        return read_text(domain)
+    if domain.spec.format == "hf":
+        return read_hf_pairs(domain, cache_dir)
+    return read_tabular(domain, cache_dir)
 
 
-def apply_cap(section: Section, buckets: dict[str, list[Pair]]) -> dict[str, list[Pair]]:
+def apply_cap(domain: Domain, buckets: dict[str, list[Record]]) -> dict[str, list[Record]]:
     """max_rows keeps the first N pairs of what is split at random, or of the train split only."""
-    cap = section.spec.max_rows
+    cap = domain.spec.max_rows
     capped = {}
     for bucket, pairs in buckets.items():
-        entry = section.read.setdefault(bucket, {"files": sorted({pair.file for pair in pairs})})
+        entry = domain.read.setdefault(bucket, {"files": sorted({pair.file for pair in pairs})})
         entry.setdefault("rows_in_input", len(pairs))
         capped[bucket] = pairs[:cap] if cap is not None and bucket in (ALL, "train") else pairs
         entry["rows"] = len(capped[bucket])
     return capped
 
 
-def judge(pair: Pair, min_chars: int, max_words: int) -> tuple[str, str] | Flaw:
-    """(src, tgt) whitespace-normalised, or the Flaw that quarantines the pair."""
+def judge(pair: Record, min_chars: int, max_words: int) -> tuple[str, str] | Bad:
+    """(src, tgt) whitespace-normalised, or the Bad (with its side) that quarantines the pair."""
     if pair.problem:
-        return Flaw(pair.problem, "source")
-    sides = {"source": clean_text(pair.src), "target": clean_text(pair.tgt)}
+        return pair.problem._replace(side="source")
+    sides = {side: clean_text(pair.values[side]) for side in ("source", "target")}
     for side, text in sides.items():
         if len(text) < min_chars:
-            return Flaw(Bad(f"empty_{side}", f"empty or too short {side} ({len(text)} chars, min_chars {min_chars})"), side)
+            return Bad(f"empty_{side}", f"empty or too short {side} ({len(text)} chars, min_chars {min_chars})", side)
     for side, text in sides.items():
         words = len(text.split())
         if words > max_words:
-            return Flaw(Bad("over_long", f"{side} has {words} words, max_words {max_words}"), side)
+            return Bad("over_long", f"{side} has {words} words, max_words {max_words}", side)
     return sides["source"], sides["target"]
 
 
-def quarantine_row(section: Section, pair: Pair, flaw: Flaw) -> dict:
+def quarantine_row(domain: Domain, pair: Record, bad: Bad) -> dict:
     """The pair with the file and row to look at: the target's file for a target-side reason."""
-    on_target = flaw.side == "target" and pair.tgt_file and pair.problem is None
+    on_target = bad.side == "target" and pair.files and pair.problem is None
     return {
-        "domain": section.name,
-        "file": pair.tgt_file if on_target else pair.file,
+        "domain": domain.name,
+        "file": pair.files["target"] if on_target else pair.file,
         "row": pair.row,
         "id": pair.id,
-        "kind": flaw.bad.kind,
-        "reason": flaw.bad.reason,
-        "src": json_safe(pair.src),
-        "tgt": json_safe(pair.tgt),
+        "kind": bad.kind,
+        "reason": bad.reason,
+        "src": json_safe(pair.values["source"]),
+        "tgt": json_safe(pair.values["target"]),
     }
 
 
-def clean_pairs(section: Section, pairs: Iterable[Pair], min_chars: int, max_words: int, start: int) -> list[Kept]:
+def clean_pairs(domain: Domain, pairs: Iterable[Record], min_chars: int, max_words: int, start: int) -> list[Example]:
     """Quarantine bad pairs, drop duplicates (same pair, or same source: keep the first)."""
-    kept: list[Kept] = []
+    kept: list[Example] = []
     seen_pairs: set[tuple[str, str]] = set()
     seen_sources: set[str] = set()
     for order, pair in enumerate(pairs, start=start):
         outcome = judge(pair, min_chars, max_words)
-        if isinstance(outcome, Flaw):
-            section.counts[f"quarantined.{outcome.bad.kind}"] += 1
-            section.quarantined.append(quarantine_row(section, pair, outcome))
+        if isinstance(outcome, Bad):
+            domain.counts[f"quarantined.{outcome.kind}"] += 1
+            domain.quarantined.append(quarantine_row(domain, pair, outcome))
             continue
         src, tgt = outcome
         if (src, tgt) in seen_pairs:
-            section.counts["duplicates.same_pair"] += 1
+            domain.counts["duplicates.same_pair"] += 1
         elif src in seen_sources:
-            section.counts["duplicates.same_source"] += 1
+            domain.counts["duplicates.same_source"] += 1
         else:
             seen_pairs.add((src, tgt))
             seen_sources.add(src)
-            kept.append(Kept(pair.id, src, tgt, section.src_lang, section.tgt_lang, order))
+            kept.append(Example(pair.id, src, tgt, domain.src_lang, domain.tgt_lang, order))
     return kept
 
 
 # ---------------------------------------------------------------- splitting and leakage
 
 
-def random_split(section: Section, kept: list[Kept], fractions: SplitParams, seed: int) -> dict[str, list[Kept]]:
+def random_split(domain: Domain, kept: list[Example], fractions: SplitParams, seed: int) -> dict[str, list[Example]]:
     """Seeded shuffle, then test and val fractions (at least one pair each, one left to train on)."""
     n = len(kept)
     n_test, n_val = max(1, round(n * fractions.test_fraction)), max(1, round(n * fractions.val_fraction))
     if n - n_test - n_val < 1:
-        raise DataError(f"{section.where}: {n} usable pairs, too few for a train/val/test split (needs 3; {describe_losses(section)})")
+        raise DataError(f"{domain.where}: {n} usable pairs, too few for a train/val/test split (needs 3; {describe_losses(domain)})")
     shuffled = list(kept)
-    random.Random(f"{seed}:{section.name}").shuffle(shuffled)  # a string seed hashes stably
+    random.Random(f"{seed}:{domain.name}").shuffle(shuffled)  # a string seed hashes stably
     parts = {"test": shuffled[:n_test], "val": shuffled[n_test : n_test + n_val], "train": shuffled[n_test + n_val :]}
     return {split: sorted(parts[split], key=lambda pair: pair.order) for split in SPLITS}
 
 
-def drop_sources(section: Section, split: str, keys: set[str], counter: str) -> None:
-    before = section.splits[split]
-    section.splits[split] = [pair for pair in before if leak_key(pair.src) not in keys]
-    section.counts[f"leakage.{counter}"] += len(before) - len(section.splits[split])
+def drop_sources(domain: Domain, split: str, keys: set[str], counter: str) -> None:
+    before = domain.splits[split]
+    domain.splits[split] = [pair for pair in before if leak_key(pair.src) not in keys]
+    domain.counts[f"leakage.{counter}"] += len(before) - len(domain.splits[split])
 
 
-def source_keys(pairs: Iterable[Kept]) -> set[str]:
+def source_keys(pairs: Iterable[Example]) -> set[str]:
     return {leak_key(pair.src) for pair in pairs}
 
 
-def remove_leaks(section: Section) -> None:
+def remove_leaks(domain: Domain) -> None:
     """Val and test stay whole (the test split is frozen): a train pair whose source sentence is
     in test or val leaves train, so neither early stopping nor the score sees trained sentences."""
-    drop_sources(section, "train", source_keys(section.splits["test"]), "train_vs_test")
-    drop_sources(section, "train", source_keys(section.splits["val"]), "train_vs_val")
+    drop_sources(domain, "train", source_keys(domain.splits["test"]), "train_vs_test")
+    drop_sources(domain, "train", source_keys(domain.splits["val"]), "train_vs_val")
 
 
-def remove_cross_section_leaks(source: Section, target: Section) -> None:
+def remove_cross_domain_leaks(source: Domain, target: Domain) -> None:
     """A target test sentence seen in source training would let transfer look better than it is:
     it leaves the source train split; the target test split stays as it is (counted there)."""
     test_keys = source_keys(target.splits["test"])
@@ -446,72 +387,72 @@ def remove_cross_section_leaks(source: Section, target: Section) -> None:
     drop_sources(source, "train", test_keys, "source_train_vs_target_test")
 
 
-def describe_losses(section: Section) -> str:
+def describe_losses(domain: Domain) -> str:
     """E.g. "read 9, quarantined 2 (empty_source 2), duplicates 1": where the pairs went."""
-    quarantined = {kind: section.counts[f"quarantined.{kind}"] for kind in QUARANTINE_KINDS}
+    quarantined = {kind: domain.counts[f"quarantined.{kind}"] for kind in QUARANTINE_KINDS}
     detail = ", ".join(f"{kind} {n}" for kind, n in quarantined.items() if n)
-    duplicates = section.counts["duplicates.same_pair"] + section.counts["duplicates.same_source"]
-    parts = [f"read {section.rows_read}", f"quarantined {sum(quarantined.values())}" + (f" ({detail})" if detail else "")]
-    leaked = sum(section.counts[f"leakage.{kind}"] for kind in LEAKAGE_KINDS)
+    duplicates = domain.counts["duplicates.same_pair"] + domain.counts["duplicates.same_source"]
+    parts = [f"read {domain.rows_read}", f"quarantined {sum(quarantined.values())}" + (f" ({detail})" if detail else "")]
+    leaked = sum(domain.counts[f"leakage.{kind}"] for kind in LEAKAGE_KINDS)
     return ", ".join(parts + [f"duplicates {duplicates}"] + ([f"leakage removed {leaked}"] if leaked else []))
 
 
-def check_splits(section: Section) -> None:
+def check_splits(domain: Domain) -> None:
     """Every split is needed (pretrain/fine-tune, early stopping, scoring): none may be empty."""
     for split in SPLITS:
-        if not section.splits[split]:
-            raise DataError(f"{section.where}: split {split!r} has no usable pairs ({describe_losses(section)})")
+        if not domain.splits[split]:
+            raise DataError(f"{domain.where}: split {split!r} has no usable pairs ({describe_losses(domain)})")
 
 
 # ---------------------------------------------------------------- the stage
 
 
-def prepare_section(name: str, p: Params, paths: Paths) -> Section:
-    section = Section(name, getattr(p.data, name))
+def prepare_domain(name: str, p: Params, paths: Paths) -> Domain:
+    domain = Domain(name, getattr(p.data, name))
     try:
-        buckets = apply_cap(section, read_pairs(section, paths.root / "data" / "cache"))
+        buckets = apply_cap(domain, read_pairs(domain, paths.root / "data" / "cache"))
     except (OSError, EOFError) as err:  # unreadable, truncated or not-gzip files: the user's to fix
-        where = getattr(err, "filename", None) or section.spec.path
-        raise DataError(f"{section.field_name}.path: {where}: cannot read: {getattr(err, 'strerror', None) or err}") from None
+        where = getattr(err, "filename", None) or domain.spec.path
+        raise DataError(f"{domain.field_name}.path: {where}: cannot read: {getattr(err, 'strerror', None) or err}") from None
     start = 0
     for bucket, pairs in buckets.items():
-        section.buckets[bucket] = clean_pairs(section, pairs, p.data.min_chars, p.data.max_words, start)
+        domain.buckets[bucket] = clean_pairs(domain, pairs, p.data.min_chars, p.data.max_words, start)
         start += len(pairs)
-    if ALL in section.buckets:
-        if not section.buckets[ALL]:
-            raise DataError(f"{section.where}: no usable pairs ({describe_losses(section)})")
-        section.splits = random_split(section, section.buckets[ALL], p.data.split, p.seed)
+    if ALL in domain.buckets:
+        if not domain.buckets[ALL]:
+            raise DataError(f"{domain.where}: no usable pairs ({describe_losses(domain)})")
+        domain.splits = random_split(domain, domain.buckets[ALL], p.data.split, p.seed)
     else:
-        section.splits = {split: list(section.buckets[split]) for split in SPLITS}
-    remove_leaks(section)
-    return section
+        domain.splits = {split: list(domain.buckets[split]) for split in SPLITS}
+    remove_leaks(domain)
+    return domain
 
 
-def section_report(section: Section) -> dict:
-    quarantined = {kind: section.counts[f"quarantined.{kind}"] for kind in QUARANTINE_KINDS}
-    duplicates = {kind: section.counts[f"duplicates.{kind}"] for kind in ("same_pair", "same_source")}
-    leakage = {kind: section.counts[f"leakage.{kind}"] for kind in LEAKAGE_KINDS}
-    spec = section.spec
+def domain_report(domain: Domain) -> dict:
+    quarantined = {kind: domain.counts[f"quarantined.{kind}"] for kind in QUARANTINE_KINDS}
+    duplicates = {kind: domain.counts[f"duplicates.{kind}"] for kind in ("same_pair", "same_source")}
+    leakage = {kind: domain.counts[f"leakage.{kind}"] for kind in LEAKAGE_KINDS}
+    spec = domain.spec
     report = {
-        "languages": {"src": section.src_lang, "tgt": section.tgt_lang},
+        "languages": {"src": domain.src_lang, "tgt": domain.tgt_lang},
         "input": {
-            **section.input, "format": spec.format, "max_rows": spec.max_rows,
+            **domain.input, "format": spec.format, "max_rows": spec.max_rows,
             "splits": spec.splits.model_dump() if spec.splits else None,
         },
-        "read": section.read,
-        "rows_read": section.rows_read,
-        "kept": sum(len(rows) for rows in section.splits.values()),
+        "read": domain.read,
+        "rows_read": domain.rows_read,
+        "kept": sum(len(rows) for rows in domain.splits.values()),
         "quarantined": {"total": sum(quarantined.values()), "by_reason": quarantined},
         "duplicates": {"total": sum(duplicates.values()), **duplicates},
         "leakage_removed": {"total": sum(leakage.values()), **leakage},
-        "splits": {split: {"rows": len(section.splits[split])} for split in SPLITS},
+        "splits": {split: {"rows": len(domain.splits[split])} for split in SPLITS},
     }
-    if section.name == "target":  # counted only: the frozen test split is never changed
-        report["test_sources_in_source_train"] = section.counts["test_sources_in_source_train"]
+    if domain.name == "target":  # counted only: the frozen test split is never changed
+        report["test_sources_in_source_train"] = domain.counts["test_sources_in_source_train"]
     return report
 
 
-def build_report(sections: list[Section], p: Params, paths: Paths) -> dict:
+def build_report(domains: list[Domain], p: Params, paths: Paths) -> dict:
     return {
         "task": "translation",
         "seed": p.seed,
@@ -519,16 +460,16 @@ def build_report(sections: list[Section], p: Params, paths: Paths) -> dict:
         "min_chars": p.data.min_chars,
         "max_words": p.data.max_words,
         "quarantine_file": paths.quarantine.relative_to(paths.root).as_posix(),
-        **{section.name: section_report(section) for section in sections},
+        **{domain.name: domain_report(domain) for domain in domains},
     }
 
 
 def run(p: Params, paths: Paths) -> dict:
     """Read, clean, split and write both language pairs; returns the report (reports/data.json)."""
-    source, target = (prepare_section(name, p, paths) for name in DOMAINS)
-    remove_cross_section_leaks(source, target)
-    for section in (source, target):
-        check_splits(section)
+    source, target = (prepare_domain(name, p, paths) for name in DOMAINS)
+    remove_cross_domain_leaks(source, target)
+    for domain in (source, target):
+        check_splits(domain)
     report = build_report([source, target], p, paths)
-    write_outputs([source, target], report, paths)
+    prepared.write_prepared([source, target], report, paths)
     return report

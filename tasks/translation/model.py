@@ -21,10 +21,39 @@ from tasks.common.errors import HandoffError, PipelineError
 from tasks.common.models import SCRATCH, first_line, resolve_init, vocab_fingerprint
 from tasks.params import Params
 from tasks.translation import language_tag
-from tasks.translation.tokenize import encode_sources
 
 
 # ---------------------------------------------------------------- build and load
+
+
+def tag_id(tokenizer: PreTrainedTokenizerBase, tgt_lang: str) -> int:
+    tag = language_tag(tgt_lang)
+    if tag not in tokenizer.get_vocab():
+        raise HandoffError(f"tokenizer has no language tag {tag}: re-run tokenize with this language pair")
+    return tokenizer.convert_tokens_to_ids(tag)
+
+
+def subword_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text without any special token (the tag and </s> are added here)."""
+    # verbose=False: no "longer than the maximum" warning, truncation follows below
+    return tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+
+
+def encode_sources(tokenizer: PreTrainedTokenizerBase, texts: list[str], tgt_lang: str, max_length: int) -> list[list[int]]:
+    """Encoder inputs `<2tgt> words </s>`, truncated to `max_length` (the tag and </s> kept)."""
+    tag, eos = tag_id(tokenizer, tgt_lang), tokenizer.eos_token_id
+    return [[tag] + ids[: max_length - 2] + [eos] for ids in subword_ids(tokenizer, texts)]
+
+
+def encode_source(tokenizer: PreTrainedTokenizerBase, text: str, tgt_lang: str, max_length: int) -> list[int]:
+    """One raw source sentence exactly as the tokenize stage encodes it (evaluate, export)."""
+    return encode_sources(tokenizer, [text], tgt_lang, max_length)[0]
+
+
+def encode_targets(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> list[list[int]]:
+    """Labels `words </s>`, truncated to `max_length` (the </s> kept)."""
+    eos = tokenizer.eos_token_id
+    return [ids[: max_length - 1] + [eos] for ids in subword_ids(tokenizer, texts)]
 
 
 def scratch_config(p: Params, tokenizer: PreTrainedTokenizerBase) -> MarianConfig:
@@ -41,8 +70,8 @@ def scratch_config(p: Params, tokenizer: PreTrainedTokenizerBase) -> MarianConfi
         encoder_ffn_dim=s.intermediate_size,
         decoder_ffn_dim=s.intermediate_size,
         dropout=s.dropout,
-        # sinusoidal positions: room for the longest source and the longest generated output
-        max_position_embeddings=p.tokenize.max_length + p.evaluate.generation.max_new_tokens + 1,
+        # sinusoidal positions (a position's vector does not depend on the table's size)
+        max_position_embeddings=s.max_positions,
         pad_token_id=pad,
         eos_token_id=eos,
         bos_token_id=None,
@@ -64,8 +93,7 @@ def set_generation_defaults(model: PreTrainedModel, tokenizer: PreTrainedTokeniz
     config.decoder_start_token_id = model.config.decoder_start_token_id
     config.forced_eos_token_id = None
     config.bos_token_id = None
-    config.max_length = None
-    config.max_new_tokens = p.evaluate.generation.max_new_tokens
+    config.max_length = None  # every generate call passes evaluate.generation.max_new_tokens
     config.num_beams = 1
 
 

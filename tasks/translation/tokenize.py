@@ -13,13 +13,15 @@ from datasets import Dataset, DatasetDict
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from tasks.common.errors import DataError, HandoffError, PipelineError
-from tasks.common.io import atomic_dir, read_jsonl, write_json_atomic
+from tasks.common.errors import HandoffError, PipelineError
+from tasks.common.io import atomic_dir, write_json_atomic
 from tasks.common.models import SCRATCH, load_init_tokenizer
 from tasks.common.paths import DOMAINS, SPLITS, Paths
+from tasks.common.prepared import load_prepared
+from tasks.common.text import lengths_summary
 from tasks.params import Params
-from tasks.tokenize import lengths_summary
 from tasks.translation import EOS, PAD, UNK, language_tag
+from tasks.translation.model import encode_sources, encode_targets, subword_ids, tag_id
 
 PREPARED_FIELDS = ("id", "src", "tgt", "src_lang", "tgt_lang")
 
@@ -97,36 +99,6 @@ def build_tokenizer(p: Params, prepared: dict) -> PreTrainedTokenizerBase:
 # ---------------------------------------------------------------- encoding
 
 
-def tag_id(tokenizer: PreTrainedTokenizerBase, tgt_lang: str) -> int:
-    tag = language_tag(tgt_lang)
-    if tag not in tokenizer.get_vocab():
-        raise HandoffError(f"tokenizer has no language tag {tag}: re-run tokenize with this language pair")
-    return tokenizer.convert_tokens_to_ids(tag)
-
-
-def subword_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text without any special token (the tag and </s> are added here)."""
-    # verbose=False: no "longer than the maximum" warning, truncation follows below
-    return tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-
-
-def encode_sources(tokenizer: PreTrainedTokenizerBase, texts: list[str], tgt_lang: str, max_length: int) -> list[list[int]]:
-    """Encoder inputs `<2tgt> words </s>`, truncated to `max_length` (the tag and </s> kept)."""
-    tag, eos = tag_id(tokenizer, tgt_lang), tokenizer.eos_token_id
-    return [[tag] + ids[: max_length - 2] + [eos] for ids in subword_ids(tokenizer, texts)]
-
-
-def encode_source(tokenizer: PreTrainedTokenizerBase, text: str, tgt_lang: str, max_length: int) -> list[int]:
-    """One raw source sentence exactly as the tokenize stage encodes it (evaluate, export)."""
-    return encode_sources(tokenizer, [text], tgt_lang, max_length)[0]
-
-
-def encode_targets(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> list[list[int]]:
-    """Labels `words </s>`, truncated to `max_length` (the </s> kept)."""
-    eos = tokenizer.eos_token_id
-    return [ids[: max_length - 1] + [eos] for ids in subword_ids(tokenizer, texts)]
-
-
 def check_rows(rows: list[dict], domain: str, split: str, paths: Paths, pair) -> None:
     """Prepared rows must follow the contract and carry this run's languages (stale data after
     a change of `data.*.languages` would otherwise train the wrong direction silently)."""
@@ -171,21 +143,6 @@ def split_stats(dataset: Dataset, max_length: int) -> dict:
 
 
 # ---------------------------------------------------------------- stage
-
-
-def load_prepared(paths: Paths) -> dict[str, dict[str, list[dict]]]:
-    prepared: dict = {}
-    for domain in DOMAINS:
-        prepared[domain] = {}
-        for split in SPLITS:
-            file = paths.split_file(domain, split)
-            if not file.exists():
-                raise HandoffError(f"{file} not found: run the ingest stage first")
-            try:
-                prepared[domain][split] = read_jsonl(file)
-            except ValueError as err:
-                raise DataError(f"{file}: not valid JSON lines ({err})") from None
-    return prepared
 
 
 def run(p: Params, paths: Paths) -> dict:

@@ -1,13 +1,17 @@
 """Training a translation model with the shared Trainer wrapper (tasks.common.training): used by
-pretrain (source pair), finetune (target pair) and evaluate (target-only baseline, curves)."""
+pretrain (source pair), finetune (target pair) and evaluate (target-only baseline, curves).
+
+Fine-tuning strategies: full; freeze_bottom (shared embeddings + the bottom `freeze_layers`
+encoder layers frozen); freeze_encoder (every encoder layer frozen, embeddings trainable)."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from datasets import Dataset, DatasetDict, load_from_disk
 from transformers import AutoTokenizer, DataCollatorForSeq2Seq, PreTrainedModel, PreTrainedTokenizerBase
 
-from tasks.common.errors import HandoffError
+from tasks.common.errors import HandoffError, PipelineError
 from tasks.common.paths import Paths
 from tasks.common.training import fingerprint_of, train_named_run
 from tasks.params import Params, TrainParams
@@ -62,3 +66,28 @@ def train_translator(
         # pads labels with -100 (ignored by the loss) and builds decoder_input_ids from them
         collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
     )
+
+
+def encoder_layers(model: PreTrainedModel) -> list[torch.nn.Module]:
+    """The encoder's blocks, bottom first (Marian/BART `layers`, T5 `block`)."""
+    encoder = model.get_encoder()
+    layers = getattr(encoder, "layers", None) or getattr(encoder, "block", None)
+    if layers is None:
+        raise PipelineError(f"finetune.strategy: cannot find the encoder layers of {type(model).__name__}")
+    return list(layers)
+
+
+def freeze(model: PreTrainedModel, strategy: str, freeze_layers: int) -> None:
+    if strategy == "freeze_bottom":
+        layers = encoder_layers(model)
+        if freeze_layers > len(layers):
+            raise PipelineError(f"finetune.freeze_layers: {freeze_layers} exceeds the model's {len(layers)} encoder layers")
+        # Tied: the shared embedding is also the encoder's, the decoder's and the output layer.
+        model.get_input_embeddings().requires_grad_(False)
+        for layer in layers[:freeze_layers]:
+            layer.requires_grad_(False)
+    elif strategy == "freeze_encoder":
+        model.get_encoder().requires_grad_(False)
+        # The encoder's token embedding is the shared one the decoder reads (and the tied output
+        # layer): freezing it would freeze the decoder's vocabulary too, so it stays trainable.
+        model.get_input_embeddings().requires_grad_(True)

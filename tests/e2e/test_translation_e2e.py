@@ -23,7 +23,8 @@ def tiny_translation_params(multi30k: Path) -> dict:
     for domain in ("source", "target"):
         params["data"][domain].update(path=str(multi30k), max_rows=300)
     params["model"]["scratch"] = {"layers": 2, "decoder_layers": 2, "hidden_size": 32, "heads": 2,
-                                  "intermediate_size": 64, "vocab_size": 1000, "dropout": 0.1}
+                                  "intermediate_size": 64, "vocab_size": 1000, "dropout": 0.1,
+                                  "max_positions": 61}
     params["tokenize"]["max_length"] = 48
     for section in (params["pretrain"], params["finetune"], params["evaluate"]["target_only"]):
         section.update(max_steps=6, eval_steps=3, learning_rate=3e-3, batch_size=16)

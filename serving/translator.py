@@ -23,10 +23,7 @@ gives the very token ids PyTorch gives; the export stage refuses to ship a packa
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -34,14 +31,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from tasks.common.errors import user_errors
-from tasks.common.onnx_runtime import (
-    FORMAT_VERSION,
-    MANIFEST,
-    ModelPackageError,
-    default_providers,
-    verify_files,
-)
+from serving.package import PackageError, default_providers, inference_session, read_manifest
 
 TASK = "translation"
 ENCODER_FILE = "encoder.onnx"
@@ -57,19 +47,6 @@ def self_names(prefix: str, layers: int) -> list[str]:
 
 def cross_names(prefix: str, layers: int) -> list[str]:
     return [f"{prefix}.{i}.cross.{kv}" for i in range(layers) for kv in ("key", "value")]
-
-
-def read_manifest(package: Path) -> dict:
-    path = package / MANIFEST
-    if not path.is_file():
-        raise ModelPackageError(f"{path} not found: not an exported model package (run the export stage)")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("format_version") != FORMAT_VERSION or manifest.get("task") != TASK:
-        raise ModelPackageError(
-            f"{path}: format_version {manifest.get('format_version')!r}, task {manifest.get('task')!r}; "
-            f"this runtime reads format_version {FORMAT_VERSION}, task {TASK}"
-        )
-    return manifest
 
 
 def trim(ids: Sequence[int], eos_id: int, pad_id: int) -> list[int]:
@@ -115,7 +92,7 @@ def session_options(threads: Optional[int]) -> ort.SessionOptions:
     workers rather than by splitting one token's matmuls."""
     value = threads if threads is not None else os.environ.get("TRANSLATOR_THREADS") or 1
     if not str(value).isdigit() or int(value) < 1:
-        raise ModelPackageError(f"threads (or TRANSLATOR_THREADS) must be a whole number >= 1, got {value!r}")
+        raise PackageError(f"threads (or TRANSLATOR_THREADS) must be a whole number >= 1, got {value!r}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(value)
     return options
@@ -128,9 +105,7 @@ class OnnxTranslator:
         self, package: str | Path, providers: Optional[Sequence] = None, verify: bool = True, threads: Optional[int] = None
     ):
         self.package = Path(package)
-        self.manifest = read_manifest(self.package)
-        if verify:
-            verify_files(self.package, self.manifest["files"])
+        self.manifest = read_manifest(self.package, TASK, verify)
         special = self.manifest["special_tokens"]
         self.pad_id, self.eos_id = int(special["pad_id"]), int(special["eos_id"])
         self.start_id = int(special["decoder_start_id"])
@@ -144,7 +119,7 @@ class OnnxTranslator:
         providers = list(providers or default_providers())
         options = session_options(threads)
         self.encoder, self.decoder, self.decoder_with_past = (
-            ort.InferenceSession(str(self.package / name), options, providers=providers) for name in GRAPH_FILES
+            inference_session(self.package / name, providers, options) for name in GRAPH_FILES
         )
         self.present_self = self_names("present", self.layers)
         self.present_cross = cross_names("present", self.layers)
@@ -374,25 +349,3 @@ class OnnxTranslator:
     def translate(self, texts: Sequence[str], **generation) -> list[str]:
         """Translations into the package's target language (arguments as generate_ids)."""
         return [self.decode(ids) for ids in self.generate_ids(texts, **generation)]
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    """`python -m tasks.common.seq2seq_runtime [PACKAGE] [--beams N]`: one sentence per stdin
-    line -> one JSON line {"source", "translation"} on stdout. Decodes as the evaluate stage
-    did (the manifest's generation: beams, length penalty, repetition guards) unless told."""
-    parser = argparse.ArgumentParser(prog="python -m tasks.common.seq2seq_runtime")
-    parser.add_argument("package", nargs="?", default=os.environ.get("MODEL_DIR", "models/onnx"))
-    parser.add_argument("--beams", type=int, default=None, help="1 = greedy; default: the manifest's num_beams")
-    parser.add_argument("--max-new-tokens", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads per graph (default: TRANSLATOR_THREADS or 1)")
-    args = parser.parse_args(argv)
-    with user_errors("serve"):
-        translator = OnnxTranslator(args.package, threads=args.threads)
-        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-        outputs = translator.translate(texts, **translator.decoding(num_beams=args.beams, max_new_tokens=args.max_new_tokens))
-        for text, translation in zip(texts, outputs):
-            print(json.dumps({"source": text, "translation": translation}, ensure_ascii=False))
-
-
-if __name__ == "__main__":
-    main()

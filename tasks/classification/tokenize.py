@@ -4,17 +4,16 @@ when they are built); the output is Arrow (datasets.save_to_disk) plus the token
 
 from __future__ import annotations
 
-
-import numpy as np
 from datasets import Dataset, DatasetDict
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from tasks.common.errors import HandoffError, user_errors
-from tasks.common.io import atomic_dir, read_jsonl, write_json_atomic
+from tasks.common.io import atomic_dir, write_json_atomic
 from tasks.common.models import SCRATCH, load_init_tokenizer
 from tasks.common.paths import DOMAINS, SPLITS, Paths
-from tasks.params import Params, load_params
+from tasks.common.prepared import load_prepared
+from tasks.common.text import lengths_summary
+from tasks.params import Params
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -39,18 +38,6 @@ def train_wordpiece(texts: list[str], vocab_size: int, max_length: int) -> PreTr
         mask_token="[MASK]",
         model_max_length=max_length,
     )
-
-
-def load_prepared(paths: Paths) -> dict[str, dict[str, list[dict]]]:
-    prepared = {}
-    for domain in DOMAINS:
-        prepared[domain] = {}
-        for split in SPLITS:
-            file = paths.split_file(domain, split)
-            if not file.exists():
-                raise HandoffError(f"{file} not found: run the ingest stage first")
-            prepared[domain][split] = read_jsonl(file)
-    return prepared
 
 
 def build_tokenizer(p: Params, source_train: list[dict]) -> PreTrainedTokenizerBase:
@@ -83,30 +70,11 @@ def encode_split(rows: list[dict], tokenizer: PreTrainedTokenizerBase, p: Params
     return table.map(encode, batched=True, batch_size=p.tokenize.batch_size, desc="tokenize")
 
 
-def lengths_summary(lengths, max_length: int) -> dict:
-    """Token counts before truncation: mean, p50, p95, max and how many were truncated."""
-    values = np.asarray(lengths)
-    if values.size == 0:
-        return {"rows": 0}
-    return {
-        "rows": int(values.size),
-        "mean": round(float(values.mean()), 2),
-        "p50": int(np.percentile(values, 50)),
-        "p95": int(np.percentile(values, 95)),
-        "max": int(values.max()),
-        "truncated": int((values > max_length).sum()),
-    }
-
-
 def length_stats(dataset: Dataset, max_length: int) -> dict:
     return lengths_summary(dataset["untruncated_length"], max_length)
 
 
 def run(p: Params, paths: Paths) -> dict:
-    if p.task.kind == "translation":  # same stage, encoder-decoder work
-        from tasks.translation import tokenize as translation
-
-        return translation.run(p, paths)
     prepared = load_prepared(paths)
     tokenizer = build_tokenizer(p, prepared["source"]["train"])
     report: dict = {"tokenizer": p.model.init, "vocab_size": len(tokenizer), "max_length": p.tokenize.max_length}
@@ -118,12 +86,3 @@ def run(p: Params, paths: Paths) -> dict:
             splits.remove_columns("untruncated_length").save_to_disk(str(tmp / domain))
     write_json_atomic(paths.tokenize_report, report)
     return report
-
-
-def main() -> None:
-    with user_errors("tokenize"):
-        run(load_params(), Paths())
-
-
-if __name__ == "__main__":
-    main()

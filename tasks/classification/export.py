@@ -1,42 +1,41 @@
 """Export models/target to a self-contained ONNX package (models/onnx) that deployers run with
-onnxruntime + tokenizers + numpy (tasks.common.onnx_runtime.OnnxClassifier), and prove it
+onnxruntime + tokenizers + numpy (serving.classifier.OnnxClassifier), and prove it
 gives PyTorch's logits on validation texts before anything is written.
 
 Package: model.onnx (one file, dynamic batch and sequence axes), the tokenizer files that
 save_pretrained writes (tokenizer.json is what the runtime reads), manifest.json (opset,
-inputs/outputs, labels, max_length, sha256 of every file, parity figures, versions, source).
+inputs/outputs, labels, max_length, sha256 of every file, parity figures, versions, source,
+and a digest of the manifest itself, which the loader checks).
 """
 
 from __future__ import annotations
 
 import inspect
-import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import onnx
-import onnxruntime
 import torch
-import transformers
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
-from tasks.common.errors import ExportError, HandoffError, user_errors
-from tasks.common.io import atomic_dir, read_jsonl, write_json_atomic
-from tasks.common.models import model_labels
-from tasks.common.onnx_runtime import (
-    FORMAT_VERSION,
-    MANIFEST,
-    MODEL_FILE,
-    OUTPUT,
-    TOKENIZER_FILE,
-    OnnxClassifier,
-    sha256_file,
+from serving.classifier import MODEL_FILE, OUTPUT, TASK, OnnxClassifier
+from serving.package import FORMAT_VERSION, MANIFEST, TOKENIZER_FILE, sealed
+from tasks.classification.model import model_labels
+from tasks.common.errors import ExportError, HandoffError
+from tasks.common.io import atomic_dir, write_json_atomic
+from tasks.common.onnx_export import (
+    checked_graph,
+    describe_value,
+    dynamo_export,
+    file_hashes,
+    library_versions,
+    remove_stale,
+    source_info,
 )
 from tasks.common.paths import Paths
-from tasks.params import ExportParams, Params, load_params
+from tasks.common.prepared import prepared_split
+from tasks.params import ExportParams, Params
 
 AXES = {0: "batch", 1: "sequence"}
 # Parity batches cycle through these sizes over the texts in file order, so every batch but
@@ -59,12 +58,9 @@ def check_target(model_dir: Path, labels: Sequence[str]) -> None:
 
 
 def parity_texts(paths: Paths, count: int) -> list[str]:
-    file = paths.split_file("target", "val")
-    if not file.is_file():
-        raise HandoffError(f"{file} not found: run the ingest stage first")
-    texts = [row["text"] for row in read_jsonl(file)[:count]]
+    texts = [row["text"] for row in prepared_split(paths, "target", "val")[:count]]
     if not texts:
-        raise HandoffError(f"{file} has no rows: the parity check needs validation texts")
+        raise HandoffError(f"{paths.split_file('target', 'val')} has no rows: the parity check needs validation texts")
     return texts
 
 
@@ -111,67 +107,11 @@ def encode(tokenizer, texts: Sequence[str], names: Sequence[str], length: int) -
 
 
 def export_graph(model: PreTrainedModel, sample: dict[str, np.ndarray], out: Path, opset: int) -> None:
-    """torch.onnx.export with the dynamo exporter (torch.export), dynamic batch and sequence.
-
-    Why dynamo and not the legacy TorchScript exporter (dynamo=False, still present in 2.13):
-    both gave the same logits on BERT/MiniLM, but the legacy one is deprecated and traces
-    Python branches in transformers' masking code as constants (its TracerWarnings say the
-    trace "might not generalize to other inputs"), whereas torch.export keeps batch and
-    sequence symbolic and fails loudly if the model would specialise either. Dynamo builds at
-    opset 18 and converts down when asked for 17 (onnx's version converter); the parity check
-    below is what vouches for the result either way.
-    """
+    """The classifier graph, dynamic batch and sequence (tasks.common.onnx_export says why dynamo)."""
     kwargs = {name: torch.from_numpy(array) for name, array in sample.items()}
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     dynamo_export(model, out, opset, list(kwargs), [OUTPUT], {name: {0: batch, 1: sequence} for name in kwargs},
                   kwargs=kwargs)
-
-
-def dynamo_export(module, out: Path, opset: int, names: list[str], outputs: list[str], shapes,
-                  args: tuple = (), kwargs: dict | None = None) -> None:
-    """torch.onnx.export with the dynamo exporter (see export_graph for why), one self-contained
-    file (fine below protobuf's 2 GB limit); the translation export uses it for its three graphs."""
-    with warnings.catch_warnings():
-        # Cosmetic: says each axis name "will not be used" because it equals itself.
-        warnings.filterwarnings("ignore", message=r".*The axis name: .* will not be used")
-        torch.onnx.export(
-            module,
-            args=args,
-            kwargs=kwargs,
-            f=str(out),
-            dynamo=True,
-            opset_version=opset,
-            input_names=names,
-            output_names=outputs,
-            dynamic_shapes=shapes,
-            external_data=False,
-            optimize=True,
-            verbose=False,
-        )
-
-
-def checked_graph(path: Path, opset: int, extra: list[str] | None = None) -> onnx.ModelProto:
-    """The ONNX file, after checking what deployers are promised: a valid graph, one
-    self-contained file (no external data; `extra`: stray files beside it), the requested opset."""
-    onnx.checker.check_model(str(path))
-    model = onnx.load(str(path), load_external_data=False)
-    if extra or any(onnx.external_data_helper.uses_external_data(t) for t in model.graph.initializer):
-        shown = "" if extra is None else f" {extra}"
-        raise ExportError(f"{path}: weights were written as external data{shown}, expected one self-contained file")
-    # Dynamo builds at opset 18 and keeps 18 if converting down to 17 fails (only a warning).
-    actual = next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
-    if actual != opset:
-        raise ExportError(f"{path}: exported at opset {actual}, not the requested export.opset {opset} (try 18)")
-    return model
-
-
-def describe_value(value) -> dict:
-    """A graph input or output as the file declares it: name, dtype, shape, symbolic axes."""
-    tensor = value.type.tensor_type
-    shape = [dim.dim_param or dim.dim_value for dim in tensor.shape.dim]
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
-    dynamic = {str(i): dim for i, dim in enumerate(shape) if isinstance(dim, str)}
-    return {"name": value.name, "dtype": dtype, "shape": shape, "dynamic_axes": dynamic}
 
 
 def describe_graph(path: Path, package: Path, opset: int) -> tuple[list[dict], list[dict]]:
@@ -245,33 +185,6 @@ def check_parity(model: PreTrainedModel, tokenizer, package: Path, texts: Sequen
 # ---------------------------------------------------------------- package
 
 
-def file_hashes(package: Path) -> dict[str, str]:
-    return {f.name: sha256_file(f) for f in sorted(package.iterdir()) if f.is_file() and f.name != MANIFEST}
-
-
-def library_versions() -> dict:
-    """The versions a package was exported with (a deployer's first question when numbers differ)."""
-    return {
-        "onnxruntime": onnxruntime.__version__,
-        "onnx": onnx.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    }
-
-
-def source_info(model_dir: Path) -> dict:
-    """Lineage: which model this package was built from."""
-    config = AutoConfig.from_pretrained(str(model_dir))
-    weights = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
-    return {
-        "path": str(model_dir),
-        "model_type": config.model_type,
-        "architectures": list(config.architectures or []),
-        "config_sha256": sha256_file(model_dir / "config.json"),
-        "weights_sha256": {f.name: sha256_file(f) for f in weights},
-    }
-
-
 def build_manifest(p: Params, package: Path, model: PreTrainedModel, tokenizer, model_dir: Path) -> dict:
     inputs, outputs = describe_graph(package / MODEL_FILE, package, p.export.opset)
     tokenizer.save_pretrained(str(package))
@@ -279,7 +192,7 @@ def build_manifest(p: Params, package: Path, model: PreTrainedModel, tokenizer, 
         raise HandoffError(f"{model_dir}: the tokenizer is not a fast one (save_pretrained wrote no {TOKENIZER_FILE})")
     return {
         "format_version": FORMAT_VERSION,
-        "task": "classification",
+        "task": TASK,
         "opset": p.export.opset,
         "inputs": inputs,
         "outputs": outputs,
@@ -298,18 +211,7 @@ def build_manifest(p: Params, package: Path, model: PreTrainedModel, tokenizer, 
     }
 
 
-def remove_stale(paths: Paths) -> None:
-    """A failed export leaves no package behind, as under `dvc repro` (which deletes a stage's
-    outputs before running it): an old package must not pass for one of the current model."""
-    shutil.rmtree(paths.onnx, ignore_errors=True)
-    (paths.metrics / "export.json").unlink(missing_ok=True)
-
-
 def run(p: Params, paths: Paths) -> dict:
-    if p.task.kind == "translation":  # same stage, encoder-decoder work
-        from tasks.translation import export as translation
-
-        return translation.run(p, paths)
     check_target(paths.target_model, p.task.labels)
     texts = parity_texts(paths, p.export.parity_samples)
     model, tokenizer = load_target(paths.target_model)
@@ -320,9 +222,9 @@ def run(p: Params, paths: Paths) -> dict:
         sample = encode(tokenizer, TRACE_TEXTS, names, max_length(model, tokenizer))
         export_graph(model, sample, package / MODEL_FILE, p.export.opset)
         manifest = build_manifest(p, package, model, tokenizer, paths.target_model)
-        write_json_atomic(package / MANIFEST, manifest)
+        write_json_atomic(package / MANIFEST, sealed(manifest))
         manifest["parity"] = check_parity(model, tokenizer, package, texts, p.export)
-        write_json_atomic(package / MANIFEST, manifest)  # manifest.json is not among the hashed files
+        write_json_atomic(package / MANIFEST, sealed(manifest))  # manifest.json is not among the hashed files
     metrics = {
         "parity": manifest["parity"],
         "onnx_bytes": (paths.onnx / MODEL_FILE).stat().st_size,
@@ -336,12 +238,3 @@ def run(p: Params, paths: Paths) -> dict:
         f"{parity['max_abs_logit_diff']:.2e}, label agreement {parity['label_agreement']:.3f}"
     )
     return metrics
-
-
-def main() -> None:
-    with user_errors("export"):  # a bad params.yaml is one line too, not a traceback
-        run(load_params(), Paths())
-
-
-if __name__ == "__main__":
-    main()

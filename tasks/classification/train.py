@@ -1,7 +1,6 @@
-"""Fine-tune the source model on the target split. Strategies: full, freeze_bottom (embeddings
-+ bottom N layers frozen), head_only, features (frozen encoder features -> scikit-learn
-logistic regression, written back as the classifier head so the model exports like any other)
-and llrd (layer-wise learning-rate decay)."""
+"""Training a classifier with the shared Trainer wrapper (tasks.common.training): the
+fine-tuning strategies (frozen layers, layer-wise learning-rate decay, a logistic-regression head
+on frozen features) and the budgeted run used by finetune and by evaluate's target-only baseline."""
 
 from __future__ import annotations
 
@@ -12,12 +11,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from transformers import DataCollatorWithPadding, PreTrainedModel
 
-from tasks.common.errors import PipelineError, user_errors
-from tasks.common.models import check_handoff, load_classifier, save_model
+from tasks.classification.metrics import trainer_metrics
+from tasks.common.errors import PipelineError
 from tasks.common.paths import Paths
 from tasks.common.training import fingerprint_of, train_named_run
-from tasks.params import FinetuneParams, Params, TrainParams, load_params
-from tasks.pretrain import load_tokenized
+from tasks.params import FinetuneParams, Params, TrainParams
 
 
 def budget_subset(train_split: Dataset, budget: int | None, seed: int) -> Dataset:
@@ -100,34 +98,7 @@ def train_classifier(
     optimizer = llrd_optimizer(model, tp) if getattr(tp, "strategy", None) == "llrd" else None
     fingerprint = fingerprint_of(name, tp, p.seed, p.model, budget, len(splits["train"]))
     rows = budget_subset(splits["train"], budget, p.seed)
-    return train_named_run(model, p, paths, name, tp, rows, splits["val"], tokenizer, fingerprint, optimizer=optimizer)
-
-
-def run(p: Params, paths: Paths) -> dict:
-    if p.task.kind == "translation":  # same stage, encoder-decoder work
-        from tasks.translation import finetune as translation
-
-        return translation.run(p, paths)
-    splits, tokenizer = load_tokenized(paths, "target")
-    check_handoff(paths.source_model, tokenizer, p.task.labels)
-    model = load_classifier(paths.source_model, p.task.labels)
-    ft = p.finetune
-    freeze(model, ft.strategy, ft.freeze_layers)
-    if ft.strategy == "features":
-        train_rows = budget_subset(splits["train"], ft.target_budget, p.seed)
-        result = {"train_rows": len(train_rows), "features": fit_features_head(model, train_rows, tokenizer, p.seed)}
-    else:
-        model, result = train_classifier(model, splits, tokenizer, ft, p, paths, "finetune", ft.target_budget)
-    result.update(strategy=ft.strategy, target_budget=ft.target_budget, learning_rate=ft.learning_rate,
-                  trainable_parameters=sum(q.numel() for q in model.parameters() if q.requires_grad))
-    save_model(model, tokenizer, paths.target_model, {"finetune.json": result})
-    return result
-
-
-def main() -> None:
-    with user_errors("finetune"):
-        run(load_params(), Paths())
-
-
-if __name__ == "__main__":
-    main()
+    return train_named_run(
+        model, p, paths, name, tp, rows, splits["val"], tokenizer, fingerprint,
+        optimizer=optimizer, compute_metrics=trainer_metrics,
+    )

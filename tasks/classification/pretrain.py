@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import tempfile
 
-from datasets import DatasetDict, load_from_disk
+from datasets import DatasetDict
 from transformers import (
     AutoModelForMaskedLM,
-    AutoTokenizer,
     BertConfig,
     BertForMaskedLM,
     DataCollatorForLanguageModeling,
@@ -16,23 +15,12 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from tasks.common.errors import HandoffError, user_errors
-from tasks.common.models import SCRATCH, load_classifier, new_classifier, resolve_init, save_model
+from tasks.classification.metrics import trainer_metrics
+from tasks.classification.model import load_classifier, load_tokenized, new_classifier
+from tasks.common.models import SCRATCH, resolve_init, save_model
 from tasks.common.paths import Paths
 from tasks.common.training import TrainJob, finish, fingerprint_of, history, train
-from tasks.params import Params, load_params
-
-MODEL_INPUTS = ["input_ids", "attention_mask", "token_type_ids", "labels", "length"]
-
-
-def load_tokenized(paths: Paths, domain: str) -> tuple[DatasetDict, PreTrainedTokenizerBase]:
-    if not paths.tokenizer.exists() or not paths.tokenized_domain(domain).exists():
-        raise HandoffError(f"{paths.tokenized} not found: run the tokenize stage first")
-    tokenizer = AutoTokenizer.from_pretrained(str(paths.tokenizer))
-    splits = load_from_disk(str(paths.tokenized_domain(domain)))
-    keep = [c for c in splits["train"].column_names if c in MODEL_INPUTS]
-    return splits.select_columns(keep), tokenizer
-
+from tasks.params import Params
 
 def new_mlm_model(p: Params, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     if p.model.init == SCRATCH:
@@ -71,6 +59,7 @@ def supervised_job(p: Params, paths: Paths, splits: DatasetDict, tokenizer) -> T
         live_dir=paths.live_dir("pretrain"),
         seed=p.seed,
         device=p.device,
+        compute_metrics=trainer_metrics,
         fingerprint=fingerprint_of(p.model, p.pretrain, p.seed, len(splits["train"])),
     )
 
@@ -83,10 +72,6 @@ def run_mlm(p: Params, paths: Paths, splits: DatasetDict, tokenizer, max_steps: 
 
 
 def run(p: Params, paths: Paths) -> dict:
-    if p.task.kind == "translation":  # same stage, encoder-decoder work
-        from tasks.translation import pretrain as translation
-
-        return translation.run(p, paths)
     splits, tokenizer = load_tokenized(paths, "source")
     mode = p.pretrain.mode
     log: dict = {"mode": mode, "init": p.model.init, "source_train_rows": len(splits["train"])}
@@ -108,12 +93,3 @@ def run(p: Params, paths: Paths) -> dict:
     save_model(trainer.model, tokenizer, paths.source_model, {"pretrain.json": log})
     finish(job)
     return log
-
-
-def main() -> None:
-    with user_errors("pretrain"):
-        run(load_params(), Paths())
-
-
-if __name__ == "__main__":
-    main()

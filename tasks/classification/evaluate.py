@@ -8,30 +8,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.common.errors import HandoffError, user_errors
-from tasks.common.io import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
-from tasks.common.metrics import classification_metrics, confusion_counts, confusion_rows
-from tasks.common.models import (
+from tasks.classification.metrics import classification_metrics, confusion_counts, confusion_rows
+from tasks.classification.model import (
     check_handoff,
     has_classifier_head,
     load_classifier,
+    load_tokenized,
     model_labels,
     new_classifier,
     predict,
-    save_model,
 )
+from tasks.classification.train import train_classifier
+from tasks.common.io import read_json, write_json_atomic, write_jsonl_atomic
+from tasks.common.models import save_model
 from tasks.common.paths import Paths
+from tasks.common.prepared import prepared_split
 from tasks.common.training import pick_device
-from tasks.finetune import train_classifier
-from tasks.pretrain import load_tokenized
-from tasks.params import Params, load_params
-
-
-def test_rows(paths: Paths) -> list[dict]:
-    file = paths.split_file("target", "test")
-    if not file.exists():
-        raise HandoffError(f"{file} not found: run the ingest stage first")
-    return read_jsonl(file)
+from tasks.params import Params
 
 
 def model_predictions(model_dir_or_model, tokenizer, texts: list[str], p: Params) -> np.ndarray:
@@ -127,13 +120,9 @@ def prediction_rows(rows: list[dict], predictions: dict, labels: list[str]) -> l
 
 
 def run(p: Params, paths: Paths) -> dict:
-    if p.task.kind == "translation":  # same stage, encoder-decoder work
-        from tasks.translation import evaluate as translation
-
-        return translation.run(p, paths)
     _, tokenizer = load_tokenized(paths, "target")
     check_handoff(paths.target_model, tokenizer, p.task.labels)
-    rows = test_rows(paths)[: p.evaluate.test_rows]  # None: every row
+    rows = prepared_split(paths, "target", "test")[: p.evaluate.test_rows]  # None: every row
     texts = [row["text"] for row in rows]
     label_ids = {name: i for i, name in enumerate(p.task.labels)}
     truth = np.array([label_ids[row["label"]] for row in rows])
@@ -150,12 +139,3 @@ def run(p: Params, paths: Paths) -> dict:
     write_json_atomic(paths.plots / "confusion.json", confusion_rows(truth, predictions["transfer"], p.task.labels))
     write_json_atomic(paths.plots / "learning_curve.json", learning_curve(paths))
     return summary
-
-
-def main() -> None:
-    with user_errors("evaluate"):
-        run(load_params(), Paths())
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,152 @@
+"""Read and verify an exported model package (models/onnx) before anything runs it.
+
+A package is a folder: the ONNX graph(s), tokenizer.json and manifest.json. The manifest lists
+every other file with its sha256 and carries a digest of its own content, written by the export
+stage, so a file changed or a manifest edited after export (labels swapped, say) is refused
+with one line instead of giving wrong answers. Standard library only (plus onnxruntime for the
+providers): `serving` never imports torch, transformers or anything from `tasks`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+MANIFEST = "manifest.json"
+TOKENIZER_FILE = "tokenizer.json"
+FORMAT_VERSION = 1
+DIGEST_FIELD = "manifest_sha256"
+# What every package's manifest holds, and what each task adds.
+REQUIRED = ("format_version", "task", "opset", "files", "tokenizer", DIGEST_FIELD)
+TASK_REQUIRED = {
+    "classification": ("labels", "max_length", "inputs", "outputs"),
+    "translation": ("graphs", "special_tokens", "language_tag_id", "generation", "max_length", "num_layers"),
+}
+GRAPH_FILES = {
+    "classification": ("model.onnx",),
+    "translation": ("encoder.onnx", "decoder.onnx", "decoder_with_past.onnx"),
+}
+
+
+class PackageError(Exception):
+    """The package is missing a file, altered since export, or not one this runtime reads."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    # A copy of tasks.common.io.sha256_file: serving installs without the pipeline.
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON, its own digest field left out."""
+    content = {key: value for key, value in manifest.items() if key != DIGEST_FIELD}
+    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def sealed(manifest: Mapping[str, Any]) -> dict:
+    """The manifest with its digest: what the export stage writes."""
+    return {**manifest, DIGEST_FIELD: manifest_digest(manifest)}
+
+
+def load_manifest(package: Path) -> dict:
+    path = package / MANIFEST
+    if not path.is_file():
+        raise PackageError(f"{path} not found: not an exported model package (run the export stage)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise PackageError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(manifest, dict):
+        raise PackageError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
+    return manifest
+
+
+def package_task(package: str | Path) -> str:
+    """The task a package was exported for ("classification" or "translation")."""
+    package = Path(package)
+    task = load_manifest(package).get("task")
+    if task not in TASK_REQUIRED:
+        raise PackageError(f"{package / MANIFEST}: task {task!r} is not one of {sorted(TASK_REQUIRED)}")
+    return task
+
+
+def check_fields(manifest: dict, path: Path, task: str) -> None:
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise PackageError(
+            f"{path}: format_version {manifest.get('format_version')!r}; this runtime reads format_version {FORMAT_VERSION}"
+        )
+    if manifest.get("task") != task:
+        raise PackageError(f"{path}: a {manifest.get('task')!r} package, not a {task} one")
+    missing = [name for name in REQUIRED + TASK_REQUIRED[task] if name not in manifest]
+    if missing:
+        raise PackageError(f"{path}: required field(s) {', '.join(missing)} missing")
+    if manifest[DIGEST_FIELD] != manifest_digest(manifest):
+        raise PackageError(f"{path}: edited after export (its {DIGEST_FIELD} does not match its content); re-export")
+
+
+def check_files_listed(manifest: dict, path: Path, task: str) -> None:
+    files = manifest["files"]
+    if not isinstance(files, dict) or not files:
+        raise PackageError(f"{path}: files is empty: the package's files cannot be verified")
+    needed = [*GRAPH_FILES[task], manifest["tokenizer"].get("file", TOKENIZER_FILE)]
+    unlisted = [name for name in needed if name not in files]
+    if unlisted:
+        raise PackageError(f"{path}: files does not list {', '.join(unlisted)}: the package cannot be verified")
+
+
+def verify_files(package: Path, expected: Mapping[str, str]) -> None:
+    """Every file the manifest lists is present with the hash it had at export time."""
+    for name, sha in expected.items():
+        path = package / name
+        if not path.is_file():
+            raise PackageError(f"{path}: listed in {MANIFEST} but missing")
+        actual = sha256_file(path)
+        if actual != sha:
+            raise PackageError(
+                f"{path}: sha256 {actual[:12]}... does not match {MANIFEST} ({sha[:12]}...): "
+                "the file changed after export; re-export or restore it"
+            )
+
+
+def read_manifest(package: str | Path, task: str, verify: bool = True) -> dict:
+    """The manifest of a `task` package, after every check: its fields, its digest, that it
+    lists every graph and the tokenizer, and (with `verify`) every file's hash."""
+    package = Path(package)
+    manifest = load_manifest(package)
+    path = package / MANIFEST
+    check_fields(manifest, path, task)
+    check_files_listed(manifest, path, task)
+    if verify:
+        verify_files(package, manifest["files"])
+    return manifest
+
+
+def default_providers() -> list:
+    """CUDA when onnxruntime-gpu has it, else CPU. TF32 is switched off on CUDA: it would
+    round matmul inputs to 10 mantissa bits for speed, and the package promises PyTorch's logits."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    providers: list = []
+    if "CUDAExecutionProvider" in available:
+        providers.append(("CUDAExecutionProvider", {"use_tf32": "0"}))
+    providers.append("CPUExecutionProvider")
+    return providers
+
+
+def inference_session(path: Path, providers, options=None):
+    """An onnxruntime session over one graph; a truncated or unparsable file is a PackageError."""
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+    except Exception as err:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PackageError(f"{path}: onnxruntime cannot load the graph: {first}") from None

@@ -1,0 +1,311 @@
+"""Ingest: read the source and target corpora, label, clean, deduplicate and split them.
+
+Writes `data/prepared/{source,target}/{train,val,test}.jsonl` (rows {"id", "text", "label"}),
+`data/prepared/quarantine.jsonl` (every bad row with its reason) and `reports/data.json`, whose
+counts add up per domain:
+
+    rows_read == kept + dropped_neutral + quarantined + duplicates + conflicting_duplicates
+                 + leakage_removed
+
+Inputs (`data.source` / `data.target`): a csv / tsv (.txt) / jsonl / parquet file or a directory
+of them, an http(s) URL pinned by sha256, or (format "hf") a datasets hub id, a directory saved
+with `save_to_disk`, or a directory of data files that `datasets.load_dataset` reads.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from tasks.common import prepared
+from tasks.common.errors import DataError, ParamsError
+from tasks.common.paths import DOMAINS, SPLITS, Paths
+from tasks.common.sources import (
+    READ_PROBLEMS,
+    Bad,
+    Record,
+    clean_text,
+    is_missing,
+    json_safe,
+    leak_key,
+    read_records,
+    resolve_input,
+)
+from tasks.params import LabelRule, Params, SplitParams
+
+# Every reason a row can be quarantined for: the report lists each (zeros included), so
+# `dvc metrics diff` compares like with like.
+QUARANTINE_KINDS = READ_PROBLEMS + ("empty_text", "missing_label", "not_a_number", "unknown_label")
+
+
+@dataclass
+class Example:
+    id: str
+    text: str
+    label: str
+    order: int  # position in the input: outputs keep input order, so they are easy to diff
+
+    def output(self) -> dict:
+        return {"id": self.id, "text": self.text, "label": self.label}
+
+
+@dataclass
+class Domain(prepared.Domain):
+    rows_read: int = 0
+    examples: list[Example] = field(default_factory=list)
+
+
+def columns_of(domain: Domain) -> dict[str, str]:
+    """The input columns classification reads, by role (the role is the `columns` key)."""
+    return {"text": domain.spec.columns.text, "label": domain.spec.columns.label}
+
+
+# ---------------------------------------------------------------- params consistency
+
+
+def check_rules(p: Params) -> None:
+    """Label-rule mistakes fail before any file is read."""
+    labels = p.task.labels
+    for name in DOMAINS:
+        rule: LabelRule = getattr(p.data, name).label_rule
+        field_name = f"data.{name}.label_rule"
+        if rule.kind == "threshold" and len(labels) != 2:
+            raise ParamsError(
+                f"{field_name}.kind: threshold needs exactly 2 task.labels (negative, positive), got {labels}"
+            )
+        for raw, mapped in rule.mapping.items():
+            if mapped not in labels:
+                raise ParamsError(f"{field_name}.mapping: {raw!r} maps to {mapped!r}, not one of task.labels {labels}")
+
+
+# ---------------------------------------------------------------- labelling and cleaning
+
+
+def raw_key(value: Any) -> str:
+    """A raw label as the string the mapping is keyed by (YAML/JSON spelling for booleans)."""
+    return str(value).lower() if isinstance(value, bool) else str(value).strip()
+
+
+def apply_rule(raw: Any, rule: LabelRule, labels: list[str]) -> str | Bad | None:
+    """The class name, a Bad to quarantine, or None for a neutral row (dropped and counted)."""
+    if is_missing(raw):
+        return Bad("missing_label", "missing label")
+    if rule.kind == "threshold":
+        return by_threshold(raw, rule, labels)
+    name = rule.mapping.get(raw_key(raw), raw_key(raw))
+    return name if name in labels else Bad("unknown_label", f"unknown label {name!r}")
+
+
+def by_threshold(raw: Any, rule: LabelRule, labels: list[str]) -> str | Bad | None:
+    try:
+        score = float(raw)
+    except (TypeError, ValueError):
+        score = math.nan
+    if not math.isfinite(score):
+        return Bad("not_a_number", f"label {raw_key(raw)!r} is not a number (label_rule threshold)")
+    # At the threshold itself a score is neither side: neutral even when neutral_band is 0.
+    if abs(score - rule.threshold) < rule.neutral_band or score == rule.threshold:
+        return None
+    return labels[1] if score > rule.threshold else labels[0]
+
+
+def judge(record: Record, rule: LabelRule, labels: list[str], min_chars: int) -> str | Bad | None:
+    """The class name, a Bad to quarantine the row, or None for a neutral row."""
+    if record.problem:
+        return record.problem
+    text = clean_text(record.values["text"])
+    if len(text) < min_chars:
+        return Bad("empty_text", f"empty or too short text ({len(text)} chars, min_chars {min_chars})")
+    return apply_rule(record.values["label"], rule, labels)
+
+
+def quarantine_row(domain: str, record: Record, bad: Bad) -> dict:
+    return {
+        "domain": domain,
+        "file": record.file,
+        "row": record.row,
+        "reason": bad.reason,
+        "text": json_safe(record.values["text"]),
+        "raw_label": json_safe(record.values["label"]),
+    }
+
+
+def label_records(domain: Domain, records: Iterable[Record], p: Params) -> None:
+    rule = domain.spec.label_rule
+    for record in records:
+        domain.rows_read += 1
+        outcome = judge(record, rule, p.task.labels, p.data.min_chars)
+        if isinstance(outcome, Bad):
+            domain.counts[f"quarantined.{outcome.kind}"] += 1
+            domain.quarantined.append(quarantine_row(domain.name, record, outcome))
+        elif outcome is None:
+            domain.counts["neutral"] += 1
+        else:
+            domain.examples.append(Example(record.id, clean_text(record.values["text"]), outcome, len(domain.examples)))
+
+
+def deduplicate(domain: Domain) -> None:
+    """Keep the first of identical texts; drop every copy of a text that carries two labels."""
+    copies: dict[str, list[Example]] = {}
+    for example in domain.examples:
+        copies.setdefault(example.text, []).append(example)
+    kept = []
+    for group in copies.values():  # insertion order: the first copy's position
+        if len({example.label for example in group}) > 1:
+            domain.counts["conflicting_duplicates"] += len(group)
+        else:
+            kept.append(group[0])
+            domain.counts["duplicates"] += len(group) - 1
+    domain.examples = kept
+
+
+def check_usable(domain: Domain) -> None:
+    labels = Counter(example.label for example in domain.examples)
+    if not labels:
+        raise DataError(f"{domain.where}: no usable rows ({describe_losses(domain)})")
+    if len(labels) < 2:
+        (only, count), = labels.items()
+        raise DataError(
+            f"{domain.where}: only one class after labelling ({only!r}: {count} rows; {describe_losses(domain)}); "
+            "a classifier needs at least two"
+        )
+
+
+def describe_losses(domain: Domain) -> str:
+    """E.g. "read 9, quarantined 2 (empty_text 2), neutral 7": where the rows went."""
+    quarantined = {kind: domain.counts[f"quarantined.{kind}"] for kind in QUARANTINE_KINDS}
+    detail = ", ".join(f"{kind} {n}" for kind, n in quarantined.items() if n)
+    total = sum(quarantined.values())
+    parts = [f"read {domain.rows_read}", f"quarantined {total} ({detail})" if detail else f"quarantined {total}"]
+    dropped = ("neutral", "duplicates", "conflicting_duplicates")
+    return ", ".join(parts + [f"{name} {domain.counts[name]}" for name in dropped if domain.counts[name]])
+
+
+# ---------------------------------------------------------------- splitting and leakage
+
+
+def split_sizes(n: int, fractions: SplitParams, where: str, label: str) -> tuple[int, int]:
+    """(test, val) sizes for one class: at least one each, and at least one left to train on."""
+    n_test = max(1, round(n * fractions.test_fraction))
+    n_val = max(1, round(n * fractions.val_fraction))
+    if n - n_test - n_val < 1:
+        raise DataError(
+            f"{where}: class {label!r} has {n} usable rows, too few for a stratified train/val/test split (needs 3)"
+        )
+    return n_test, n_val
+
+
+def stratified_split(domain: Domain, fractions: SplitParams, seed: int) -> None:
+    by_label: dict[str, list[Example]] = {}
+    for example in domain.examples:
+        by_label.setdefault(example.label, []).append(example)
+    splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
+    for label in sorted(by_label):
+        group = list(by_label[label])
+        # One generator per class (a string seed hashes stably): a class's split does not move
+        # when another class gains or loses rows.
+        random.Random(f"{seed}:{domain.name}:{label}").shuffle(group)
+        n_test, n_val = split_sizes(len(group), fractions, domain.where, label)
+        splits["test"] += group[:n_test]
+        splits["val"] += group[n_test : n_test + n_val]
+        splits["train"] += group[n_test + n_val :]
+    domain.splits = {name: sorted(rows, key=lambda e: e.order) for name, rows in splits.items()}
+
+
+def drop_keys(domain: Domain, split: str, keys: set[str], counter: str) -> None:
+    before = domain.splits[split]
+    domain.splits[split] = [e for e in before if leak_key(e.text) not in keys]
+    domain.counts[counter] += len(before) - len(domain.splits[split])
+
+
+def remove_leaks(domain: Domain) -> None:
+    """The test split is frozen: texts (case-insensitively) also in test leave train and val;
+    texts also in val leave train, so early stopping is not judged on seen texts."""
+    test_keys = {leak_key(e.text) for e in domain.splits["test"]}
+    drop_keys(domain, "val", test_keys, "leakage.val_vs_test")
+    drop_keys(domain, "train", test_keys, "leakage.train_vs_test")
+    drop_keys(domain, "train", {leak_key(e.text) for e in domain.splits["val"]}, "leakage.train_vs_val")
+
+
+def remove_cross_domain_leaks(source: Domain, target: Domain) -> None:
+    """A target test text seen in source training would let transfer look better than it is."""
+    drop_keys(source, "train", {leak_key(e.text) for e in target.splits["test"]}, "leakage.source_train_vs_target_test")
+
+
+def check_splits(domain: Domain) -> None:
+    present = {e.label for e in domain.examples}
+    for split, rows in domain.splits.items():
+        missing = present - {e.label for e in rows}
+        if missing:
+            raise DataError(
+                f"{domain.where}: split {split!r} has no {sorted(missing)} rows after removing leaked texts; "
+                "too few rows for a stratified split"
+            )
+
+
+# ---------------------------------------------------------------- report and outputs
+
+
+def domain_report(domain: Domain, labels: list[str]) -> dict:
+    quarantined = {kind: domain.counts[f"quarantined.{kind}"] for kind in QUARANTINE_KINDS}
+    leakage = {k.split(".", 1)[1]: n for k, n in sorted(domain.counts.items()) if k.startswith("leakage.")}
+    splits = {
+        name: {"rows": len(rows), "labels": {label: sum(e.label == label for e in rows) for label in labels}}
+        for name, rows in domain.splits.items()
+    }
+    return {
+        "input": {**domain.input, "format": domain.spec.format, "max_rows": domain.spec.max_rows},
+        "rows_read": domain.rows_read,
+        "kept": sum(len(rows) for rows in domain.splits.values()),
+        "dropped_neutral": domain.counts["neutral"],
+        "quarantined": {"total": sum(quarantined.values()), "by_reason": quarantined},
+        "duplicates": domain.counts["duplicates"],
+        "conflicting_duplicates": domain.counts["conflicting_duplicates"],
+        "leakage_removed": {"total": sum(leakage.values()), **leakage},
+        "splits": splits,
+    }
+
+
+def build_report(domains: list[Domain], p: Params, paths: Paths) -> dict:
+    return {
+        "labels": list(p.task.labels),
+        "seed": p.seed,
+        "split": p.data.split.model_dump(),
+        "min_chars": p.data.min_chars,
+        "quarantine_file": paths.quarantine.relative_to(paths.root).as_posix(),
+        **{domain.name: domain_report(domain, p.task.labels) for domain in domains},
+    }
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def prepare_domain(name: str, p: Params, paths: Paths) -> Domain:
+    domain = Domain(name, getattr(p.data, name))
+    cache_dir = paths.root / "data" / "cache"
+    try:
+        location, domain.input = resolve_input(name, domain.spec, cache_dir)
+        label_records(domain, read_records(name, domain.spec, location, columns_of(domain), cache_dir), p)
+    except OSError as err:  # unreadable file, permissions, a disk error: the user's to fix
+        where = err.filename or domain.spec.path
+        raise DataError(f"data.{name}.path: {where}: cannot read: {err.strerror or err}") from None
+    deduplicate(domain)
+    check_usable(domain)
+    stratified_split(domain, p.data.split, p.seed)
+    remove_leaks(domain)
+    return domain
+
+
+def run(p: Params, paths: Paths) -> dict:
+    """Read, label, clean, split and write both domains; returns the report (reports/data.json)."""
+    check_rules(p)
+    source, target = (prepare_domain(name, p, paths) for name in DOMAINS)
+    remove_cross_domain_leaks(source, target)
+    for domain in (source, target):
+        check_splits(domain)
+    report = build_report([source, target], p, paths)
+    prepared.write_prepared([source, target], report, paths)
+    return report

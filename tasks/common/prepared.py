@@ -1,0 +1,74 @@
+"""The prepared splits, `data/prepared/{source,target}/{train,val,test}.jsonl`: what ingest
+writes (all at once, with the quarantine file) and what tokenize and evaluate read back.
+Each kind decides the fields of its rows; the layout and the guarantees are shared."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.common.errors import DataError, HandoffError
+from tasks.common.io import atomic_dir, read_jsonl, write_json_atomic, write_jsonl_atomic
+from tasks.common.paths import DOMAINS, SPLITS, Paths
+from tasks.params import SourceSpec
+
+
+@dataclass
+class Domain:
+    """One data section ("source" or "target") on its way through ingest. A kind extends it
+    with what it collects while reading; `splits` holds rows with an `output()` method."""
+
+    name: str
+    spec: SourceSpec
+    input: dict = field(default_factory=dict)  # the input's identity (path, sha256, ...) for the report
+    quarantined: list[dict] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+    splits: dict[str, list[Any]] = field(default_factory=dict)
+
+    @property
+    def field_name(self) -> str:
+        return f"data.{self.name}"
+
+    @property
+    def where(self) -> str:
+        """How errors name this domain: the params section and the input it points at."""
+        return f"data.{self.name} ({self.spec.path})"
+
+
+def write_prepared(domains: list[Domain], report: dict, paths: Paths) -> None:
+    """The whole of data/prepared appears at once, or not at all; then the data report."""
+    with atomic_dir(paths.prepared) as tmp:
+        for domain in domains:
+            for split, rows in domain.splits.items():
+                target = tmp / paths.split_file(domain.name, split).relative_to(paths.prepared)
+                write_jsonl_atomic(target, (row.output() for row in rows))
+        quarantined = [row for domain in domains for row in domain.quarantined]
+        write_jsonl_atomic(tmp / paths.quarantine.relative_to(paths.prepared), quarantined)
+    write_json_atomic(paths.data_report, report)
+
+
+def prepared_split(paths: Paths, domain: str, split: str) -> list[dict]:
+    file = paths.split_file(domain, split)
+    if not file.exists():
+        raise HandoffError(f"{file} not found: run the ingest stage first")
+    try:
+        return read_jsonl(file)
+    except ValueError as err:  # an edited or truncated file
+        raise DataError(f"{file}: not valid JSON lines ({err})") from None
+
+
+def load_prepared(paths: Paths) -> dict[str, dict[str, list[dict]]]:
+    """domain -> split -> rows, for every domain and split."""
+    return {domain: {split: prepared_split(paths, domain, split) for split in SPLITS} for domain in DOMAINS}
+
+
+def summary(report: dict) -> str:
+    """The line `python -m tasks ingest` prints, for either kind."""
+    parts = []
+    for name in DOMAINS:
+        d = report[name]
+        sizes = "/".join(str(d["splits"][s]["rows"]) for s in SPLITS)
+        quarantined = d["quarantined"]["total"]
+        parts.append(f"{name} {d['kept']} kept of {d['rows_read']} (train/val/test {sizes}, quarantined {quarantined})")
+    return "ingest: " + "; ".join(parts)

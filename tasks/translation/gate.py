@@ -1,0 +1,147 @@
+"""The translation export gate: before a package replaces models/onnx, ONNX Runtime's greedy
+token ids must EQUAL PyTorch's `model.generate` ids on the first export.parity_samples target
+test sentences, decoded in the very same batches; the encodings must agree and both decode
+times are measured. Also what bench/decode_speed.py measures with."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel
+
+from serving.translator import OnnxTranslator, trim
+from tasks.common.errors import ExportError, HandoffError
+from tasks.common.paths import Paths
+from tasks.common.prepared import prepared_split
+from tasks.params import Params
+from tasks.translation.model import encode_sources, load_translator
+
+# The runtime batches the gate sentences like this; PyTorch gets the very same batches.
+GATE_BATCH_SIZE = 16
+ARCHITECTURE_FIELDS = ("d_model", "encoder_layers", "decoder_layers", "decoder_attention_heads")
+
+
+def gate_sentences(paths: Paths, count: int) -> list[str]:
+    file = paths.split_file("target", "test")
+    rows = prepared_split(paths, "target", "test")[:count]
+    if not rows:
+        raise HandoffError(f"{file} has no rows: the export gate needs target test sentences")
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row.get("src"), str):
+            raise HandoffError(f"{file} row {number}: no 'src' text (not a translation row): re-run ingest")
+    return [row["src"] for row in rows]
+
+
+def load_target(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    model = load_translator(model_dir).to(dtype=torch.float32, device="cpu").eval()
+    # The graph wrappers drive a Marian/BART-style decoder (its cache layout, final_logits_bias,
+    # untied-scale output head); other seq2seq families (T5, ...) need their own wrappers.
+    missing = [name for name in ARCHITECTURE_FIELDS if not hasattr(model.config, name)]
+    if missing:
+        raise HandoffError(
+            f"{model_dir}: model_type {model.config.model_type!r} has no config {missing}; "
+            "the translation export supports Marian/BART-style encoder-decoders"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    return model, tokenizer
+
+
+def special_ids(model: PreTrainedModel, tokenizer) -> dict:
+    config = model.generation_config
+    ids = {
+        "pad_id": tokenizer.pad_token_id,
+        "eos_id": tokenizer.eos_token_id,
+        "unk_id": tokenizer.unk_token_id,
+        "decoder_start_id": config.decoder_start_token_id,
+    }
+    missing = [name for name in ("pad_id", "eos_id", "decoder_start_id") if ids[name] is None]
+    if missing:
+        raise HandoffError(f"models/target: no {missing} in its tokenizer/generation config (see tasks/translation/__init__.py)")
+    return ids
+
+
+def reference_batches(tokenizer, texts: Sequence[str], batches: list[list[int]], tgt_lang: str, max_length: int, pad_id: int):
+    """The training side's encoding (tasks.translation.tokenize) of each runtime batch, padded."""
+    encoded = encode_sources(tokenizer, list(texts), tgt_lang, max_length)
+    out = []
+    for index in batches:
+        width = max(len(encoded[i]) for i in index)
+        ids = torch.full((len(index), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(index), width), dtype=torch.long)
+        for row, i in enumerate(index):
+            ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+            mask[row, : len(encoded[i])] = 1
+        out.append((index, ids, mask))
+    return out
+
+
+@torch.no_grad()
+def torch_greedy(model: PreTrainedModel, feeds, count: int, max_new_tokens: int, ids: dict) -> tuple[list, float]:
+    out: list[list[int]] = [[] for _ in range(count)]
+    _, warm_ids, warm_mask = feeds[0]
+    model.generate(input_ids=warm_ids[:1], attention_mask=warm_mask[:1], num_beams=1, do_sample=False, max_new_tokens=2)
+    started = time.perf_counter()  # after a warm-up, as for the runtime
+    for index, input_ids, mask in feeds:
+        generated = model.generate(
+            input_ids=input_ids, attention_mask=mask, num_beams=1, do_sample=False, max_new_tokens=max_new_tokens
+        )
+        for i, row in zip(index, generated.tolist()):
+            out[i] = trim(row[1:], ids["eos_id"], ids["pad_id"])  # row[0] is the decoder start
+    return out, time.perf_counter() - started
+
+
+@torch.no_grad()
+def first_step_logit_diff(model: PreTrainedModel, translator: OnnxTranslator, feeds, start_id: int) -> float:
+    worst = 0.0
+    for _, input_ids, mask in feeds:
+        start = torch.full((len(input_ids), 1), start_id, dtype=torch.long)
+        reference = model(input_ids=input_ids, attention_mask=mask, decoder_input_ids=start).logits[:, -1, :].numpy()
+        ids, mask_np = input_ids.numpy(), mask.numpy()
+        logits, _, _ = translator.first_step(translator.encode(ids, mask_np), mask_np)
+        worst = max(worst, float(np.abs(reference - logits).max()))
+    return worst
+
+
+def check_gate(model, tokenizer, translator: OnnxTranslator, texts: Sequence[str], p: Params, ids: dict) -> dict:
+    """ORT greedy ids == model.generate greedy ids on every sentence, the same batches for both.
+    Also: encodings equal, max abs first-step logit difference, and both decode times."""
+    tgt_lang, max_new = p.data.target.languages.tgt, p.evaluate.generation.max_new_tokens
+    batches = translator.plan_batches(texts, GATE_BATCH_SIZE)
+    feeds = reference_batches(tokenizer, texts, batches, tgt_lang, translator.max_length, ids["pad_id"])
+    for number, text in enumerate(texts, start=1):
+        expected = encode_sources(tokenizer, [text], tgt_lang, translator.max_length)[0]
+        if translator.encode_ids(text) != expected:
+            raise ExportError(f"runtime encodes gate sentence {number} differently from the tokenize stage: {text!r}")
+
+    translator.generate_ids(texts[:1], max_new_tokens=2)  # warm-up: session set-up is not decode time
+    started = time.perf_counter()
+    runtime = translator.generate_ids(texts, num_beams=1, max_new_tokens=max_new, batch_size=GATE_BATCH_SIZE)
+    ort_seconds = time.perf_counter() - started
+    reference, torch_seconds = torch_greedy(model, feeds, len(texts), max_new, ids)
+
+    differ = [i for i, (a, b) in enumerate(zip(reference, runtime)) if a != b]
+    gate = {
+        "sentences": len(texts),
+        "identical": len(texts) - len(differ),
+        "max_abs_first_step_logit_diff": first_step_logit_diff(model, translator, feeds, ids["decoder_start_id"]),
+        "batch_size": GATE_BATCH_SIZE,
+        "max_new_tokens": max_new,
+        "ort_greedy_seconds": round(ort_seconds, 4),
+        "torch_generate_seconds": round(torch_seconds, 4),
+        "speedup": round(torch_seconds / max(ort_seconds, 1e-9), 3),
+        "providers": translator.encoder.get_providers(),
+    }
+    if differ:
+        first = differ[0]
+        raise ExportError(
+            f"ONNX greedy decode differs from model.generate on {len(differ)} of {len(texts)} target test "
+            f"sentences; first: sentence {first + 1} {texts[first]!r}: torch {reference[first]} vs onnx {runtime[first]} "
+            f"(max abs first-step logit diff {gate['max_abs_first_step_logit_diff']:.3g})"
+        )
+    return gate
