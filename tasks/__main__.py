@@ -16,7 +16,8 @@ import importlib
 import json
 import sys
 from types import ModuleType
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
+from collections.abc import Sequence
 
 from tasks.common import prepared
 from tasks.common.errors import ParamsError, user_errors

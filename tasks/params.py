@@ -37,7 +37,7 @@ class ClassificationTask(Strict):
     labels: list[str] = Field(default_factory=lambda: ["negative", "positive"], min_length=2)
 
     @model_validator(mode="after")
-    def _unique_labels(self) -> "ClassificationTask":
+    def _unique_labels(self) -> ClassificationTask:
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"labels must be unique, got {self.labels}")
         return self
@@ -79,7 +79,7 @@ class LanguagePair(Strict):
     tgt: str = Field(..., pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,15}$")
 
     @model_validator(mode="after")
-    def _two_languages(self) -> "LanguagePair":
+    def _two_languages(self) -> LanguagePair:
         if self.src == self.tgt:
             raise ValueError(f"src and tgt are the same language {self.src!r}")
         return self
@@ -130,7 +130,7 @@ class SourceSpec(Strict):
     splits: Optional[SplitNames] = None  # predefined splits instead of a random split
 
     @model_validator(mode="after")
-    def _urls_are_pinned(self) -> "SourceSpec":
+    def _urls_are_pinned(self) -> SourceSpec:
         if self.path.startswith(("http://", "https://")) and not self.sha256:
             raise ValueError(f"a URL source needs sha256 to pin its content: {self.path}")
         return self
@@ -167,7 +167,7 @@ class ScratchConfig(Strict):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> "ScratchConfig":
+    def _heads_divide_hidden(self) -> ScratchConfig:
         if self.hidden_size % self.heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by heads {self.heads}")
         return self
@@ -204,7 +204,7 @@ class TrainParams(Strict):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
-    def _zero_steps(self) -> "TrainParams":
+    def _zero_steps(self) -> TrainParams:
         if self.max_steps == 0:
             raise ValueError("max_steps must be -1 (use epochs) or at least 1, got 0")
         return self
@@ -277,13 +277,15 @@ class Params(Strict):
     export: ExportParams = ExportParams()
 
     @model_validator(mode="after")
-    def _fits_the_task_kind(self) -> "Params":
+    def _fits_the_task_kind(self) -> Params:
         if self.task.kind == "translation":
             for name, spec in (("source", self.data.source), ("target", self.data.target)):
                 if spec.languages is None:
                     raise ValueError(f"data.{name}.languages is required for task.kind translation (e.g. {{src: en, tgt: de}})")
             if self.finetune.strategy not in TRANSLATION_STRATEGIES:
-                raise ValueError(f"finetune.strategy {self.finetune.strategy!r} is for classification; translation takes {list(TRANSLATION_STRATEGIES)}")
+                raise ValueError(
+                    f"finetune.strategy {self.finetune.strategy!r} is for classification; translation takes {list(TRANSLATION_STRATEGIES)}"
+                )
             if self.pretrain.mode != "supervised":
                 raise ValueError(f"pretrain.mode {self.pretrain.mode!r}: translation pretrains on the source pair (supervised)")
             if "vader" in self.evaluate.baselines:

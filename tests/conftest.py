@@ -3,7 +3,10 @@ hubs, a workspace-local Prefect home."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -49,3 +52,34 @@ def amazon_file(sentiment_dir: Path) -> Path:
 def multi30k_dir() -> Path:
     """Multi30k task 1 raw text: <split>.<lang>.gz for train, val, test_2016_flickr; en, de, fr, cs."""
     return _require(SHARED_DATA / "multi30k")
+
+
+def with_overrides(raw: dict, overrides: dict) -> dict:
+    """`raw` with each {"dotted.key": value} of `overrides` set (missing sections created)."""
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return raw
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep the test output clean
+        pass
+
+
+@pytest.fixture
+def http_root(tmp_path, monkeypatch):
+    """Serve a folder on 127.0.0.1; yields (folder, base URL)."""
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

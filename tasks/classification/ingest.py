@@ -18,7 +18,8 @@ import math
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from tasks.common import prepared
 from tasks.common.errors import DataError, ParamsError

@@ -5,7 +5,7 @@ stages, and batched prediction with dynamic padding."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -29,7 +29,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from tasks.common.errors import DataError, user_errors
 from tasks.common.io import atomic_dir, sha256_file

@@ -28,7 +28,8 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
+from collections.abc import Iterable, Iterator, Mapping
 
 from tasks.common.errors import DataError, ParamsError
 from tasks.common.io import sha256_file

@@ -27,7 +27,7 @@ import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from tasks.common import prepared
 from tasks.common.errors import DataError, ParamsError

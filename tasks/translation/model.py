@@ -4,7 +4,7 @@ load, check the hand-over between stages, and generate (shared by evaluate and e
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

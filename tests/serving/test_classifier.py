@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.common.onnx_runtime import ModelPackageError, OnnxClassifier, load_tokenizer
+from serving.classifier import OnnxClassifier, load_tokenizer
+from serving.package import PackageError
 from tasks.common.paths import Paths
 from tasks.params import Params, parse_params
 
@@ -43,7 +44,7 @@ def tiny_classifier(texts: list[str], labels=LABELS, token_type_ids: bool = True
     import torch
     from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
-    from tasks.tokenize import train_wordpiece
+    from tasks.classification.tokenize import train_wordpiece
 
     tokenizer = train_wordpiece(texts, vocab_size=400, max_length=MAX_LENGTH)
     if token_type_ids:
@@ -111,7 +112,7 @@ def exported_workspace(tmp_path_factory, amazon_file) -> tuple[Paths, dict]:
     """One tiny workspace exported once per test session (exports cost seconds), shared with
     tests/stages/test_export.py: read it, or copy it before changing anything."""
     if not _SHARED:
-        from tasks import export
+        from tasks.classification import export
 
         paths = build_workspace(tmp_path_factory.mktemp("exported"), amazon_file)
         _SHARED["workspace"] = (paths, export.run(export_params(), paths))
@@ -138,7 +139,7 @@ def package_copy(package, tmp_path) -> Path:
 
 def test_runtime_imports_neither_torch_nor_transformers():
     code = (
-        "import sys, tasks.common.onnx_runtime; "
+        "import sys, serving.classifier, serving.__main__; "
         "loaded = [m for m in ('torch', 'transformers') if m in sys.modules]; "
         "sys.exit(f'imported {loaded}' if loaded else 0)"
     )
@@ -189,31 +190,31 @@ def test_tokenizer_padding_saved_in_tokenizer_json_is_replaced_by_dynamic_paddin
 def test_a_changed_file_fails_the_hash_check(package_copy):
     with (package_copy / "tokenizer.json").open("a", encoding="utf-8") as handle:
         handle.write(" ")
-    with pytest.raises(ModelPackageError, match=r"tokenizer\.json: sha256 .* does not match manifest\.json"):
+    with pytest.raises(PackageError, match=r"tokenizer\.json: sha256 .* does not match manifest\.json"):
         OnnxClassifier(package_copy)
 
 
 def test_a_missing_file_is_named(package_copy):
     (package_copy / "model.onnx").unlink()
-    with pytest.raises(ModelPackageError, match=r"model\.onnx: listed in manifest\.json but missing"):
+    with pytest.raises(PackageError, match=r"model\.onnx: listed in manifest\.json but missing"):
         OnnxClassifier(package_copy)
 
 
 def test_a_folder_without_manifest_is_not_a_package(tmp_path):
-    with pytest.raises(ModelPackageError, match="manifest.json not found"):
+    with pytest.raises(PackageError, match="manifest.json not found"):
         OnnxClassifier(tmp_path)
 
 
 def test_an_unknown_format_version_is_refused(package_copy):
     manifest = json.loads((package_copy / "manifest.json").read_text())
     (package_copy / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
-    with pytest.raises(ModelPackageError, match="format_version 99"):
+    with pytest.raises(PackageError, match="format_version 99"):
         OnnxClassifier(package_copy)
 
 
 def test_command_line_reads_stdin_and_prints_one_json_line_per_text(package, texts):
     done = subprocess.run(
-        [sys.executable, "-m", "tasks.common.onnx_runtime", str(package)],
+        [sys.executable, "-m", "serving", str(package)],
         input="\n".join(texts[:3]) + "\n", capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
     )
     assert done.returncode == 0, done.stderr
@@ -223,7 +224,7 @@ def test_command_line_reads_stdin_and_prints_one_json_line_per_text(package, tex
 
 
 def test_command_line_on_a_missing_package_is_one_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "tasks.common.onnx_runtime", str(tmp_path / "nope")],
+    done = subprocess.run([sys.executable, "-m", "serving", str(tmp_path / "nope")],
                           input="hi\n", capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: serve:") and "nope" in done.stderr
@@ -231,7 +232,7 @@ def test_command_line_on_a_missing_package_is_one_line(tmp_path):
 
 def test_serve_entrypoint_hands_a_classifier_package_to_the_classifier(package, texts):
     done = subprocess.run(
-        [sys.executable, "-m", "tasks.common.serve", str(package)],
+        [sys.executable, "-m", "serving", str(package)],
         input="\n".join(texts[:2]) + "\n", capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
     )
     assert done.returncode == 0, done.stderr
@@ -239,15 +240,18 @@ def test_serve_entrypoint_hands_a_classifier_package_to_the_classifier(package, 
 
 
 def test_serve_entrypoint_on_a_folder_without_manifest_is_one_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "tasks.common.serve", str(tmp_path)], input="hi\n",
+    done = subprocess.run([sys.executable, "-m", "serving", str(tmp_path)], input="hi\n",
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 1 and done.stderr.startswith("error: serve:") and "manifest.json" in done.stderr
 
 
-def test_serve_finds_the_package_among_options(monkeypatch):
-    from tasks.common.serve import split_package
-
-    monkeypatch.setenv("MODEL_DIR", "/model")
-    assert split_package(["--beams", "4"]) == (Path("/model"), ["--beams", "4"])
-    assert split_package(["--beams", "4", "pkg", "--max-new-tokens", "9"]) == (
-        Path("pkg"), ["--beams", "4", "--max-new-tokens", "9"])
+def test_serve_finds_the_package_among_options(package, texts, monkeypatch):
+    """argparse takes the package wherever it stands among the options, and MODEL_DIR without one."""
+    for argv in ([str(package), "--threads", "1"], ["--threads", "1", str(package)]):
+        done = subprocess.run([sys.executable, "-m", "serving", *argv], input=texts[0] + "\n",
+                              capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+        assert done.returncode == 0, done.stderr
+    monkeypatch.setenv("MODEL_DIR", str(package))
+    done = subprocess.run([sys.executable, "-m", "serving"], input=texts[0] + "\n", capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], env={**__import__("os").environ})
+    assert done.returncode == 0 and json.loads(done.stdout)["text"] == texts[0]

@@ -9,11 +9,12 @@ import pytest
 
 from tasks.common.io import read_json, read_jsonl
 from tasks.common.paths import SPLITS
-from tasks.ingest import read_records
+from tasks.common.sources import read_records
 from tasks.params import SourceSpec
-from tests.unit.conftest import rows_accounted
+from tests.classification.conftest import rows_accounted
 
 VADER = {"kind": "threshold", "threshold": 0.0, "neutral_band": 0.5}
+ROLES = {"text": "text", "label": "sentiment"}  # what classification reads, by role
 # Rows per file, from ../shared/data/README.md.
 ROWS = {
     "movieReviewSnippets_GroundTruth.txt": 10_605,
@@ -31,16 +32,16 @@ def vader_spec(path, **extra) -> dict:
 @pytest.mark.parametrize("name", list(ROWS))
 def test_every_row_of_the_real_files_parses(sentiment_dir, tmp_path, name):
     spec = SourceSpec.model_validate(vader_spec(sentiment_dir / name))
-    records = list(read_records(sentiment_dir / name, spec, tmp_path, "data.source"))
+    records = list(read_records("source", spec, sentiment_dir / name, ROLES, tmp_path))
     assert len(records) == ROWS[name]
     assert [r for r in records if r.problem] == []
-    assert all(float(r.raw_label) == float(r.raw_label) for r in records)  # every score is a number
+    assert all(float(r.values["label"]) == float(r.values["label"]) for r in records)  # every score is a number
     assert records[0].row == 2 and records[-1].row == ROWS[name] + 1  # header is line 1
 
 
 def test_unbalanced_quotes_in_real_text_stay_in_their_row(amazon_file, tmp_path):
     spec = SourceSpec.model_validate(vader_spec(amazon_file))
-    texts = [r.text for r in read_records(amazon_file, spec, tmp_path, "data.target")]
+    texts = [r.values["text"] for r in read_records("target", spec, amazon_file, ROLES, tmp_path)]
     assert '"  this problem vanished after the first month, so i assume it was a temporary dust issue.' in texts
 
 

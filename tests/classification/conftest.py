@@ -1,26 +1,26 @@
 """Fixtures for the ingest tests: small synthetic corpora in every format, params built with
-`parse_params`, and a runner for `python -m tasks.ingest` in a temp workspace."""
+`parse_params`, and a runner for `python -m tasks ingest` in a temp workspace."""
 
 from __future__ import annotations
 
 import csv
-import functools
-import http.server
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import yaml
 
+from tasks.classification import pretrain, tokenize
+from tasks.classification.ingest import run
 from tasks.common.paths import Paths
-from tasks.ingest import run
 from tasks.params import Params, parse_params
+from tests.conftest import with_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 THRESHOLD = {"kind": "threshold", "threshold": 0.0, "neutral_band": 0.5}
@@ -90,14 +90,14 @@ def ingest(workspace: Paths, target_spec: dict) -> Callable[..., dict]:
 
 @pytest.fixture
 def ingest_cli(tmp_path: Path) -> Callable[[dict], subprocess.CompletedProcess]:
-    """Run `python -m tasks.ingest` in the temp dir with PIPELINE_PARAMS at a params file."""
+    """Run `python -m tasks ingest` in the temp dir with PIPELINE_PARAMS at a params file."""
 
     def go(params: dict) -> subprocess.CompletedProcess:
         params_file = tmp_path / "params.yaml"
         params_file.write_text(yaml.safe_dump(params), encoding="utf-8")
         env = {**os.environ, "PIPELINE_PARAMS": str(params_file), "PYTHONPATH": str(REPO)}
         return subprocess.run(
-            [sys.executable, "-m", "tasks.ingest"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "tasks", "ingest"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
         )
 
     return go
@@ -115,21 +115,59 @@ def rows_accounted(domain: dict) -> int:
     )
 
 
+# ---------------------------------------------------------------- stages: 200-row real subsets (movie -> amazon)
+# through the real ingest and tokenize stages, a 2-layer scratch model and tiny step counts.
+
+
+def tiny_params(movie_file: Path, amazon_file: Path, **overrides) -> Params:
+    sentiment = {"kind": "threshold", "threshold": 0.0, "neutral_band": 0.5}
+    raw = {
+        "seed": 7,
+        "device": "cpu",
+        "data": {
+            "source": {"path": str(movie_file), "format": "tsv", "max_rows": 200,
+                       "columns": {"text": "text", "label": "sentiment"}, "label_rule": sentiment},
+            "target": {"path": str(amazon_file), "format": "tsv", "max_rows": 200,
+                       "columns": {"text": "text", "label": "sentiment"}, "label_rule": sentiment},
+        },
+        "model": {"init": "scratch", "scratch": {"layers": 2, "hidden_size": 32, "heads": 2,
+                                                  "intermediate_size": 64, "vocab_size": 1000}},
+        "tokenize": {"max_length": 64},
+        "pretrain": {"max_steps": 6, "eval_steps": 3, "batch_size": 16, "learning_rate": 1e-3},
+        "finetune": {"max_steps": 4, "eval_steps": 2, "batch_size": 16, "learning_rate": 1e-3},
+        "evaluate": {"target_only": {"max_steps": 4, "eval_steps": 2, "batch_size": 16, "learning_rate": 1e-3}},
+    }
+    return parse_params(with_overrides(raw, overrides))
+
+
+@pytest.fixture(scope="session")
+def tokenized_workspace(tmp_path_factory, movie_file, amazon_file) -> Path:
+    """A workspace with ingested and tokenized 200-row subsets; copy it before writing to it."""
+    root = tmp_path_factory.mktemp("tokenized")
+    params = tiny_params(movie_file, amazon_file)
+    run(params, Paths(root))  # the ingest stage
+    tokenize.run(params, Paths(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def pretrained_workspace(tmp_path_factory, tokenized_workspace, movie_file, amazon_file) -> Path:
+    root = tmp_path_factory.mktemp("pretrained")
+    shutil.copytree(tokenized_workspace, root, dirs_exist_ok=True)
+    pretrain.run(tiny_params(movie_file, amazon_file), Paths(root))
+    return root
+
+
 @pytest.fixture
-def http_root(tmp_path, monkeypatch):
-    """Serve a folder on 127.0.0.1; yields (folder, base URL)."""
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    folder = tmp_path / "served"
-    folder.mkdir()
-    handler = functools.partial(QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def pretrained_copy(tmp_path, pretrained_workspace) -> Paths:
+    """A private copy of the pretrained workspace for one test."""
+    shutil.copytree(pretrained_workspace, tmp_path, dirs_exist_ok=True)
+    return Paths(tmp_path)
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep the test output clean
-        pass
+@pytest.fixture
+def params(movie_file, amazon_file):
+    def make(**overrides) -> Params:
+        return tiny_params(movie_file, amazon_file, **overrides)
+
+    return make

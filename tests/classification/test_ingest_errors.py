@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tasks.common.errors import DataError
-from tests.unit.conftest import balanced_rows, spec, write_rows
+from tests.classification.conftest import balanced_rows, spec, write_rows
 
 
 @pytest.fixture

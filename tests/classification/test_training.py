@@ -9,10 +9,17 @@ import torch
 from datasets import load_from_disk
 from transformers import AutoConfig, AutoModelForSequenceClassification, Trainer
 
-from tasks import evaluate, finetune, pretrain
+from tasks.classification import evaluate, finetune, pretrain
 from tasks.common.errors import HandoffError, PipelineError
 from tasks.common.io import read_json, read_jsonl
-from tasks.tokenize import train_wordpiece
+from tasks.classification.tokenize import train_wordpiece
+
+
+
+@pytest.fixture
+def workspace(pretrained_copy):
+    """Here: a private copy of the pretrained workspace (the ingest tests' `workspace` is empty)."""
+    return pretrained_copy
 
 
 def snapshot(model, prefix: str) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import pytest
@@ -59,7 +59,7 @@ def test_cron_and_timezone_are_parsed(capsys, root: Path):
 
 
 def test_next_runs_from_a_fixed_time():
-    now = datetime(2025, 1, 31, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
     assert deploy.next_runs("0 3 * * *", "UTC", now=now) == [
         "2025-02-01T03:00:00+00:00", "2025-02-02T03:00:00+00:00", "2025-02-03T03:00:00+00:00"]
 

@@ -12,7 +12,7 @@ import pytest
 from tasks.common.errors import DataError
 from tasks.common.io import read_jsonl
 from tasks.common.paths import SPLITS
-from tests.unit.conftest import balanced_rows, spec, write_rows
+from tests.classification.conftest import balanced_rows, spec, write_rows
 
 ROWS = balanced_rows("source")
 

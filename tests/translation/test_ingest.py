@@ -19,9 +19,9 @@ from tasks.common import demo_data
 from tasks.common.errors import DataError
 from tasks.common.io import read_json, read_jsonl
 from tasks.common.paths import SPLITS, Paths
-from tasks.ingest import run
+from tasks.translation.ingest import run
 from tasks.params import Params, parse_params
-from tests.unit.conftest import REPO
+from tests.conftest import REPO
 
 ROW_KEYS = {"id", "src", "tgt", "src_lang", "tgt_lang"}
 
@@ -217,7 +217,7 @@ def cli(cwd: Path, data: dict) -> subprocess.CompletedProcess:
     params = {"task": {"kind": "translation"}, "evaluate": {"baselines": ["target_only"]}, "data": data}
     (cwd / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     env = {**os.environ, "PIPELINE_PARAMS": str(cwd / "params.yaml"), "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "tasks.ingest"], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "tasks", "ingest"], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
 # ---------------------------------------------------------------- quarantine, duplicates, leakage, max_rows

@@ -12,7 +12,7 @@ import yaml
 
 from tasks.common.errors import ParamsError
 from tasks.params import load_params, parse_params
-from tests.unit.conftest import REPO
+from tests.conftest import REPO
 
 DATA = {
     "source": {"path": "data/source.tsv"},
@@ -73,7 +73,7 @@ def test_load_params_reports_missing_file(tmp_path: Path):
 
 def run_params_cli(params_file: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PIPELINE_PARAMS": str(params_file), "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "tasks.params"]
+    command = [sys.executable, "-m", "tasks", "check"]
     return subprocess.run(command, cwd=params_file.parent, env=env, capture_output=True, text=True, timeout=60)
 
 

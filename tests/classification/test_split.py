@@ -10,8 +10,8 @@ import pytest
 from tasks.common.errors import DataError
 from tasks.common.io import read_jsonl
 from tasks.common.paths import SPLITS, Paths
-from tasks.ingest import run
-from tests.unit.conftest import make_params, spec, write_rows
+from tasks.classification.ingest import run
+from tests.classification.conftest import make_params, spec, write_rows
 
 
 def unbalanced_rows(positive: int = 100, negative: int = 60) -> list[dict]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.common.io import read_jsonl
-from tests.unit.conftest import balanced_rows, rows_accounted, spec
+from tests.classification.conftest import balanced_rows, rows_accounted, spec
 
 HEADER = b"id\tscore\ttext\r\n"
 GOOD = b"".join(f"{r['id']}\t{r['score']}\t{r['text']}\r\n".encode() for r in balanced_rows("good", 10))

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from tasks import evaluate
+from tasks.translation import evaluate
 from tasks.common.errors import HandoffError
 from tasks.common.io import read_json, read_jsonl
 from tasks.common.paths import Paths

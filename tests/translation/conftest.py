@@ -1,5 +1,5 @@
-"""Stage fixtures: 200-row real subsets (movie -> amazon) through the real ingest and tokenize
-stages, a 2-layer scratch model and tiny step counts."""
+"""Translation fixtures: Multi30k subsets (en->de source, en->fr target) through the real
+ingest and tokenize stages, a 2-layer d_model-32 scratch Marian and tiny step counts."""
 
 from __future__ import annotations
 
@@ -8,79 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks import ingest, pretrain, tokenize
 from tasks.common.paths import Paths
 from tasks.params import Params, parse_params
+from tasks.translation import finetune, ingest, pretrain, tokenize
+from tests.conftest import SHARED_DATA, _require, with_overrides
 
-
-def with_overrides(raw: dict, overrides: dict) -> dict:
-    """`raw` with each {"dotted.key": value} of `overrides` set (missing sections created)."""
-    for dotted, value in overrides.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return raw
-
-
-def tiny_params(movie_file: Path, amazon_file: Path, **overrides) -> Params:
-    sentiment = {"kind": "threshold", "threshold": 0.0, "neutral_band": 0.5}
-    raw = {
-        "seed": 7,
-        "device": "cpu",
-        "data": {
-            "source": {"path": str(movie_file), "format": "tsv", "max_rows": 200,
-                       "columns": {"text": "text", "label": "sentiment"}, "label_rule": sentiment},
-            "target": {"path": str(amazon_file), "format": "tsv", "max_rows": 200,
-                       "columns": {"text": "text", "label": "sentiment"}, "label_rule": sentiment},
-        },
-        "model": {"init": "scratch", "scratch": {"layers": 2, "hidden_size": 32, "heads": 2,
-                                                  "intermediate_size": 64, "vocab_size": 1000}},
-        "tokenize": {"max_length": 64},
-        "pretrain": {"max_steps": 6, "eval_steps": 3, "batch_size": 16, "learning_rate": 1e-3},
-        "finetune": {"max_steps": 4, "eval_steps": 2, "batch_size": 16, "learning_rate": 1e-3},
-        "evaluate": {"target_only": {"max_steps": 4, "eval_steps": 2, "batch_size": 16, "learning_rate": 1e-3}},
-    }
-    return parse_params(with_overrides(raw, overrides))
-
-
-@pytest.fixture(scope="session")
-def tokenized_workspace(tmp_path_factory, movie_file, amazon_file) -> Path:
-    """A workspace with ingested and tokenized 200-row subsets; copy it before writing to it."""
-    root = tmp_path_factory.mktemp("tokenized")
-    params = tiny_params(movie_file, amazon_file)
-    ingest.run(params, Paths(root))
-    tokenize.run(params, Paths(root))
-    return root
-
-
-@pytest.fixture(scope="session")
-def pretrained_workspace(tmp_path_factory, tokenized_workspace, movie_file, amazon_file) -> Path:
-    root = tmp_path_factory.mktemp("pretrained")
-    shutil.copytree(tokenized_workspace, root, dirs_exist_ok=True)
-    pretrain.run(tiny_params(movie_file, amazon_file), Paths(root))
-    return root
-
-
-@pytest.fixture
-def workspace(tmp_path, pretrained_workspace) -> Paths:
-    """A private copy of the pretrained workspace for one test."""
-    shutil.copytree(pretrained_workspace, tmp_path, dirs_exist_ok=True)
-    return Paths(tmp_path)
-
-
-@pytest.fixture
-def params(movie_file, amazon_file):
-    def make(**overrides) -> Params:
-        return tiny_params(movie_file, amazon_file, **overrides)
-
-    return make
-
-
-# ---------------------------------------------------------------- translation (Multi30k subsets)
-
-from tests.conftest import SHARED_DATA, _require  # noqa: E402
 
 MULTI30K = SHARED_DATA / "multi30k"
 MULTI30K_SPLITS = {"train": "train", "val": "val", "test": "test_2016_flickr"}
@@ -160,8 +92,6 @@ def translation_pretrained(tmp_path_factory, translation_tokenized) -> Path:
 @pytest.fixture(scope="session")
 def translation_finetuned(tmp_path_factory, translation_pretrained) -> Path:
     """+ models/target (en->fr, full fine-tuning, 10 steps)."""
-    from tasks import finetune
-
     root = tmp_path_factory.mktemp("translation-finetuned")
     shutil.copytree(translation_pretrained, root, dirs_exist_ok=True)
     finetune.run(tiny_translation_params(), Paths(root))

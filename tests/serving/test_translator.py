@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from tasks.common.io import write_jsonl_atomic
-from tasks.common.onnx_runtime import ModelPackageError
+from serving.package import PackageError
 from tasks.common.paths import Paths
-from tasks.common.seq2seq_runtime import OnnxTranslator, trim
+from serving.translator import OnnxTranslator, trim
 from tasks.params import Params, parse_params
 from tests.conftest import SHARED_DATA, _require
 
@@ -125,7 +125,7 @@ def exported_workspace(tmp_path_factory) -> tuple[Paths, dict]:
     """One tiny workspace exported once per test session (shared with the stage tests): read
     it, or copy it before changing anything."""
     if not _SHARED:
-        from tasks import export
+        from tasks.classification import export
 
         paths = build_workspace(tmp_path_factory.mktemp("translation-exported"))
         _SHARED["workspace"] = (paths, export.run(export_params(), paths))
@@ -232,7 +232,7 @@ def test_translate_decodes_without_special_tokens(translator):
 
 def test_runtime_translates_without_importing_torch_or_transformers(exported):
     code = (
-        "import sys; from tasks.common.seq2seq_runtime import OnnxTranslator; "
+        "import sys; from serving.translator import OnnxTranslator; "
         f"t = OnnxTranslator({str(exported.onnx)!r}); t.translate(['A dog runs.'], num_beams=2); "
         "loaded = [m for m in ('torch', 'transformers') if m in sys.modules]; "
         "sys.exit(f'imported {loaded}' if loaded else 0)"
@@ -244,7 +244,7 @@ def test_runtime_translates_without_importing_torch_or_transformers(exported):
 def test_cli_reads_stdin_and_prints_one_json_line_per_sentence(exported, translator):
     texts = test_sentences(3)
     result = subprocess.run(
-        [sys.executable, "-m", "tasks.common.seq2seq_runtime", str(exported.onnx), "--beams", "2"],
+        [sys.executable, "-m", "serving", str(exported.onnx), "--beams", "2"],
         input="\n".join(texts) + "\n\n", cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
@@ -256,7 +256,7 @@ def test_cli_reads_stdin_and_prints_one_json_line_per_sentence(exported, transla
 def test_cli_decodes_as_the_manifest_says_by_default(exported, translator):
     texts = test_sentences(3)
     result = subprocess.run(
-        [sys.executable, "-m", "tasks.common.seq2seq_runtime", str(exported.onnx)],
+        [sys.executable, "-m", "serving", str(exported.onnx)],
         input="\n".join(texts), cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
@@ -274,10 +274,10 @@ def test_thread_count_reaches_every_session_and_a_bad_one_is_named(exported, mon
     monkeypatch.setenv("TRANSLATOR_THREADS", "3")
     assert threads(OnnxTranslator(exported.onnx)) == {3}
     monkeypatch.setenv("TRANSLATOR_THREADS", "two")
-    with pytest.raises(ModelPackageError, match=r"TRANSLATOR_THREADS\) must be a whole number >= 1, got 'two'"):
+    with pytest.raises(PackageError, match=r"TRANSLATOR_THREADS\) must be a whole number >= 1, got 'two'"):
         OnnxTranslator(exported.onnx)
     result = subprocess.run(
-        [sys.executable, "-m", "tasks.common.serve", str(exported.onnx), "--threads", "0"],
+        [sys.executable, "-m", "serving", str(exported.onnx), "--threads", "0"],
         input="A dog.\n", cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 1 and result.stderr.strip().splitlines() == [
@@ -287,7 +287,7 @@ def test_thread_count_reaches_every_session_and_a_bad_one_is_named(exported, mon
 
 def test_cli_names_a_missing_package_in_one_line(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "tasks.common.seq2seq_runtime", str(tmp_path / "nowhere")],
+        [sys.executable, "-m", "serving", str(tmp_path / "nowhere")],
         input="A dog.\n", cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 1
@@ -299,7 +299,7 @@ def test_a_changed_graph_fails_the_hash_check(exported, tmp_path):
     package = Path(shutil.copytree(exported.onnx, tmp_path / "onnx"))
     with (package / "decoder_with_past.onnx").open("ab") as handle:
         handle.write(b"\0")
-    with pytest.raises(ModelPackageError, match=r"decoder_with_past\.onnx: sha256 .* does not match manifest\.json"):
+    with pytest.raises(PackageError, match=r"decoder_with_past\.onnx: sha256 .* does not match manifest\.json"):
         OnnxTranslator(package)
 
 
@@ -307,5 +307,5 @@ def test_a_classification_package_is_refused(exported, tmp_path):
     package = Path(shutil.copytree(exported.onnx, tmp_path / "onnx"))
     manifest = json.loads((package / "manifest.json").read_text())
     (package / "manifest.json").write_text(json.dumps({**manifest, "task": "classification"}))
-    with pytest.raises(ModelPackageError, match="task 'classification'; this runtime reads .* task translation"):
+    with pytest.raises(PackageError, match="task 'classification'; this runtime reads .* task translation"):
         OnnxTranslator(package)

@@ -16,12 +16,13 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from tasks import export
+from tasks.classification import export
 from tasks.common.errors import ExportError, HandoffError
 from tasks.common.io import read_json
-from tasks.common.onnx_runtime import OnnxClassifier, sha256_file
+from serving.classifier import OnnxClassifier
+from tasks.common.io import sha256_file
 from tasks.common.paths import Paths
-from tests.unit.test_onnx_runtime import (
+from tests.serving.test_classifier import (
     LABELS,
     MAX_LENGTH,
     PARITY_SAMPLES,
@@ -173,7 +174,7 @@ def test_cli_without_target_model_exits_1_with_one_line(tmp_path):
     params_file.write_text("data:\n  source: {path: s.tsv}\n  target: {path: t.tsv}\n", encoding="utf-8")
     env = {**os.environ, "PIPELINE_PARAMS": str(params_file), "PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [sys.executable, "-m", "tasks.export"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "tasks", "export"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr

@@ -14,16 +14,16 @@ import shutil
 import onnx
 import pytest
 
-from tasks import export as export_stage
+from tasks.translation import export as export_stage
 from tasks.common.errors import ExportError, HandoffError
 from tasks.common.io import read_json, read_jsonl
-from tasks.common.onnx_runtime import sha256_file
+from tasks.common.io import sha256_file
 from tasks.common.paths import Paths
-from tasks.common.seq2seq_runtime import OnnxTranslator
+from serving.translator import OnnxTranslator
 from tasks.translation import export
 from tasks.translation.model import generate_ids
-from tests.stages.conftest import tiny_translation_params
-from tests.unit.test_seq2seq_runtime import (
+from tests.translation.conftest import tiny_translation_params
+from tests.serving.test_translator import (
     GATE_SENTENCES,
     MAX_NEW_TOKENS,
     export_params,

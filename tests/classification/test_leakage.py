@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tasks.common.io import read_jsonl
 from tasks.common.paths import SPLITS
-from tests.unit.conftest import balanced_rows, rows_accounted, spec, write_rows
+from tests.classification.conftest import balanced_rows, rows_accounted, spec, write_rows
 
 
 def keys(workspace, domain: str, split: str) -> set[str]:

@@ -7,9 +7,10 @@ import pytest
 
 from tasks.common.errors import ParamsError
 from tasks.common.io import read_jsonl
-from tasks.ingest import Bad, apply_rule
+from tasks.classification.ingest import apply_rule
+from tasks.common.sources import Bad
 from tasks.params import LabelRule
-from tests.unit.conftest import balanced_rows, spec, write_rows
+from tests.classification.conftest import balanced_rows, spec, write_rows
 
 LABELS = ["negative", "positive"]
 VADER = LabelRule(kind="threshold", threshold=0.0, neutral_band=0.5)

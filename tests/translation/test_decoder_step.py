@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tasks.translation.decoder_step import FastFirstStep, FastWithPast, supports_fast_step
-from tests.unit.test_seq2seq_runtime import multi30k_lines, tiny_translator
+from tests.serving.test_translator import multi30k_lines, tiny_translator
 
 
 @pytest.fixture(scope="module")

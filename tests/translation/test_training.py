@@ -16,7 +16,7 @@ import yaml
 from datasets import load_from_disk
 from transformers import DataCollatorForSeq2Seq
 
-from tasks import finetune
+from tasks.translation import finetune
 from tasks.common.errors import HandoffError, PipelineError
 from tasks.common.io import read_json, read_jsonl
 from tasks.common.paths import Paths
@@ -29,9 +29,10 @@ from tasks.translation.model import (
     strip_generated,
     translate,
 )
-from tasks.translation.tokenize import encode_source, train_subword
+from tasks.translation.model import encode_source
+from tasks.translation.tokenize import train_subword
 from tasks.translation.train import load_pairs
-from tests.stages.conftest import MULTI30K
+from tests.translation.conftest import MULTI30K
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -107,7 +108,7 @@ def test_tokenized_rows_follow_the_contract_and_match_encode_source(translation_
 
 
 def test_prepared_rows_of_another_language_pair_are_one_clear_error(translation_tokenized, translation_params, tmp_path):
-    from tasks import tokenize
+    from tasks.translation import tokenize
 
     paths = Paths(tmp_path)
     shutil.copytree(translation_tokenized / "data" / "prepared", paths.prepared)
@@ -239,7 +240,7 @@ def test_strip_generated_drops_start_and_cuts_at_end():
 
 def run_module(stage: str, workspace, params_file) -> subprocess.CompletedProcess:
     env = dict(os.environ, PIPELINE_PARAMS=str(params_file), PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", f"tasks.{stage}"], cwd=workspace, env=env,
+    return subprocess.run([sys.executable, "-m", "tasks", stage], cwd=workspace, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -257,7 +258,7 @@ def test_python_m_finetune_dispatches_to_translation(translation_pretrained, tra
 
 def test_a_pretrained_init_gets_the_missing_tag_and_grown_embeddings(translation_pretrained, translation_params, tmp_path):
     """en->cs by one param, from a saved model (any seq2seq path or HF id works the same)."""
-    from tasks import ingest, tokenize
+    from tasks.translation import ingest, tokenize
 
     init = Paths(translation_pretrained).source_model
     p = translation_params(**{"model.init": str(init), "data.target.languages.tgt": "cs", "data.target.max_rows": 50})
