@@ -41,8 +41,11 @@ translation: data
 	$(PY) -m flows.workspace $(TRANSLATION) --params demos/translation.yaml
 	cd $(TRANSLATION) && $(CURDIR)/$(PY) -m flows.pipeline
 
+# Style and architecture first (ruff; import-linter's contracts in pyproject.toml), then pytest.
 # pytest's exit code 5 means no test ran: that is a failure, not a pass.
 test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$status
 
