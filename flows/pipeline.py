@@ -225,7 +225,7 @@ def output_lines(stream, progress_every: float = 10.0) -> Iterator[str]:
 
 def child_env() -> dict[str, str]:
     """The caller's environment (HF_HUB_OFFLINE etc. pass through), with this interpreter's
-    bin directory first on PATH so a stage's `python -m tasks.x` runs in the same venv."""
+    bin directory first on PATH so a stage's `python -m tasks <stage>` runs in the same venv."""
     env = dict(os.environ)
     bindir = str(Path(sys.executable).parent)
     if env.get("PATH", "").split(os.pathsep)[0] != bindir:

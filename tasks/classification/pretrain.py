@@ -29,38 +29,29 @@ def new_mlm_model(p: Params, tokenizer: PreTrainedTokenizerBase) -> PreTrainedMo
     return AutoModelForMaskedLM.from_pretrained(resolve_init(p.model.init))
 
 
-def mlm_job(p: Params, paths: Paths, splits: DatasetDict, tokenizer, max_steps: int) -> TrainJob:
-    text_only = splits.remove_columns("labels")
-    params = p.pretrain.model_copy(update={"max_steps": max_steps})
+def pretrain_job(p: Params, paths: Paths, splits: DatasetDict, tokenizer, checkpoint: str, fingerprint: dict, **options) -> TrainJob:
+    """A source-domain training run: its checkpoints under `checkpoint`, logs in dvclive/pretrain."""
     return TrainJob(
-        params=params,
-        train=text_only["train"],
-        val=text_only["val"],
-        tokenizer=tokenizer,
-        checkpoint_dir=paths.checkpoints("pretrain-mlm"),
-        live_dir=paths.live_dir("pretrain"),
-        seed=p.seed,
-        device=p.device,
-        metric="loss",
-        greater_is_better=False,
-        compute_metrics=None,
+        params=options.pop("params", p.pretrain), train=splits["train"], val=splits["val"], tokenizer=tokenizer,
+        checkpoint_dir=paths.checkpoints(checkpoint), live_dir=paths.live_dir("pretrain"), seed=p.seed, device=p.device,
+        fingerprint=fingerprint, **options,
+    )
+
+
+def mlm_job(p: Params, paths: Paths, splits: DatasetDict, tokenizer, max_steps: int) -> TrainJob:
+    return pretrain_job(
+        p, paths, splits.remove_columns("labels"), tokenizer, "pretrain-mlm",
+        fingerprint_of(p.model, p.pretrain, p.seed, max_steps, len(splits["train"])),
+        params=p.pretrain.model_copy(update={"max_steps": max_steps}),
+        metric="loss", greater_is_better=False, compute_metrics=None,
         collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=p.pretrain.mlm_probability, seed=p.seed),
-        fingerprint=fingerprint_of(p.model, p.pretrain, p.seed, max_steps, len(splits["train"])),
     )
 
 
 def supervised_job(p: Params, paths: Paths, splits: DatasetDict, tokenizer) -> TrainJob:
-    return TrainJob(
-        params=p.pretrain,
-        train=splits["train"],
-        val=splits["val"],
-        tokenizer=tokenizer,
-        checkpoint_dir=paths.checkpoints("pretrain"),
-        live_dir=paths.live_dir("pretrain"),
-        seed=p.seed,
-        device=p.device,
+    return pretrain_job(
+        p, paths, splits, tokenizer, "pretrain", fingerprint_of(p.model, p.pretrain, p.seed, len(splits["train"])),
         compute_metrics=trainer_metrics,
-        fingerprint=fingerprint_of(p.model, p.pretrain, p.seed, len(splits["train"])),
     )
 
 
