@@ -2,11 +2,13 @@
 split: target_only (same init, no source stage, its own lr and steps), zero_shot (the source
 model as it is, when its labels agree) and vader (rule-based sentiment). Writes
 metrics/scores.json, metrics/transfer.json, reports/evaluate/predictions.jsonl (every test row
-with each model's label, for error analysis) and the DVC plots."""
+with each model's label, for error analysis) and plots/classification/confusion.json with
+plots/dvc.yaml, how `dvc plots show` draws it (the training curves are DVCLive's)."""
 
 from __future__ import annotations
 
 import numpy as np
+import yaml
 
 from tasks.classification.metrics import classification_metrics, confusion_counts, confusion_rows
 from tasks.classification.model import (
@@ -19,7 +21,7 @@ from tasks.classification.model import (
     predict,
 )
 from tasks.classification.train import train_classifier
-from tasks.common.io import read_json, write_json_atomic, write_jsonl_atomic
+from tasks.common.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from tasks.common.models import save_model
 from tasks.common.paths import Paths
 from tasks.common.prepared import prepared_split
@@ -85,17 +87,6 @@ def baseline_predictions(p: Params, paths: Paths, tokenizer, texts: list[str]) -
     return predictions, notes
 
 
-def learning_curve(paths: Paths) -> list[dict]:
-    """Loss and validation F1 by step of the fine-tuning run, one row per logged value."""
-    log = read_json(paths.target_model / "finetune.json")
-    rows = []
-    for entry in log.get("history", []):
-        for key in ("loss", "eval_loss", "eval_f1_macro"):
-            if key in entry:
-                rows.append({"step": entry["step"], "metric": key, "value": entry[key]})
-    return rows
-
-
 def transfer_summary(scores: dict, p: Params, notes: dict) -> dict:
     transfer = scores["transfer"]["f1_macro"]
     return {
@@ -119,6 +110,30 @@ def prediction_rows(rows: list[dict], predictions: dict, labels: list[str]) -> l
     ]
 
 
+# ---------------------------------------------------------------- plots
+
+KIND = "classification"  # plots/classification/: dvc.yaml's `plots/${task.kind}` output of evaluate
+
+
+def plot_definitions_yaml(definitions: list[dict]) -> str:
+    header = (
+        f"# Written by the evaluate stage (tasks/{KIND}/evaluate.py) with the plot files it names:\n"
+        "# how `dvc plots show` draws them (paths relative to this folder). Not in the root dvc.yaml:\n"
+        "# every task kind shares that one, and DVC cannot choose a plot template by a param.\n"
+    )
+    return header + yaml.safe_dump({"plots": definitions}, sort_keys=False)
+
+
+def write_plots(paths: Paths, truth: np.ndarray, predicted: np.ndarray, labels: list[str]) -> None:
+    """The transfer model's confusion matrix on the test split, then its DVC plot definition.
+    The loss and validation curves are not repeated here: DVCLive's files under dvclive/finetune
+    (the finetune stage's `plots`) hold them."""
+    write_json_atomic(paths.kind_plots(KIND) / "confusion.json", confusion_rows(truth, predicted, labels))
+    confusion = {"template": "confusion", "x": "predicted", "y": "actual",
+                 "title": "Transfer model on the target test split: true label (rows) by predicted"}
+    write_text_atomic(paths.plot_definitions, plot_definitions_yaml([{f"{KIND}/confusion.json": confusion}]))
+
+
 def run(p: Params, paths: Paths) -> dict:
     _, tokenizer = load_tokenized(paths, "target")
     check_handoff(paths.target_model, tokenizer, p.task.labels)
@@ -136,6 +151,5 @@ def run(p: Params, paths: Paths) -> dict:
     write_json_atomic(paths.metrics / "scores.json", scores)
     write_jsonl_atomic(paths.evaluate_reports / "predictions.jsonl", prediction_rows(rows, predictions, p.task.labels))
     write_json_atomic(paths.metrics / "transfer.json", summary)
-    write_json_atomic(paths.plots / "confusion.json", confusion_rows(truth, predictions["transfer"], p.task.labels))
-    write_json_atomic(paths.plots / "learning_curve.json", learning_curve(paths))
+    write_plots(paths, truth, predictions["transfer"], list(p.task.labels))
     return summary

@@ -15,8 +15,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from tasks.classification.metrics import trainer_metrics
 from tasks.classification.model import load_classifier, load_tokenized, new_classifier
+from tasks.classification.train import SCORED_BY_F1
 from tasks.common.models import SCRATCH, resolve_init, save_model
 from tasks.common.paths import Paths
 from tasks.common.training import TrainJob, finish, fingerprint_of, history, train
@@ -43,7 +43,7 @@ def mlm_job(p: Params, paths: Paths, splits: DatasetDict, tokenizer, max_steps: 
         p, paths, splits.remove_columns("labels"), tokenizer, "pretrain-mlm",
         fingerprint_of(p.model, p.pretrain, p.seed, max_steps, len(splits["train"])),
         params=p.pretrain.model_copy(update={"max_steps": max_steps}),
-        metric="loss", greater_is_better=False, compute_metrics=None,
+        # selected and stopped on val loss (TrainJob defaults)
         collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=p.pretrain.mlm_probability, seed=p.seed),
     )
 
@@ -51,7 +51,7 @@ def mlm_job(p: Params, paths: Paths, splits: DatasetDict, tokenizer, max_steps: 
 def supervised_job(p: Params, paths: Paths, splits: DatasetDict, tokenizer) -> TrainJob:
     return pretrain_job(
         p, paths, splits, tokenizer, "pretrain", fingerprint_of(p.model, p.pretrain, p.seed, len(splits["train"])),
-        compute_metrics=trainer_metrics,
+        **SCORED_BY_F1,
     )
 
 

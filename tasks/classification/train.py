@@ -17,6 +17,9 @@ from tasks.common.paths import Paths
 from tasks.common.training import fingerprint_of, train_named_run
 from tasks.params import FinetuneParams, Params, TrainParams
 
+# What a classifier's training keeps the best checkpoint by and stops early on: val macro-F1.
+SCORED_BY_F1 = {"compute_metrics": trainer_metrics, "metric": "f1_macro", "greater_is_better": True}
+
 
 def budget_subset(train_split: Dataset, budget: int | None, seed: int) -> Dataset:
     """`budget` labelled target examples, stratified by label and seeded (for learning curves)."""
@@ -100,5 +103,5 @@ def train_classifier(
     rows = budget_subset(splits["train"], budget, p.seed)
     return train_named_run(
         model, p, paths, name, tp, rows, splits["val"], tokenizer, fingerprint,
-        optimizer=optimizer, compute_metrics=trainer_metrics,
+        optimizer=optimizer, **SCORED_BY_F1,
     )

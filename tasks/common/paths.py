@@ -85,3 +85,13 @@ class Paths:
     @property
     def plots(self) -> Path:
         return self.root / "plots"
+
+    def kind_plots(self, kind: str) -> Path:
+        # evaluate's plot files, a folder per task kind: the stage's `plots/${task.kind}` output
+        return self.plots / kind
+
+    @property
+    def plot_definitions(self) -> Path:
+        # how `dvc plots show` draws them (template, axes): a dvc.yaml of their own, written by
+        # evaluate beside them, since the shared root dvc.yaml cannot pick a template by task kind
+        return self.plots / "dvc.yaml"

@@ -52,8 +52,8 @@ class TrainJob:
     live_dir: Optional[Path]  # DVCLive metrics/plots
     seed: int
     device: str = "auto"
-    metric: str = "f1_macro"  # what early stopping and best-model selection watch
-    greater_is_better: bool = True
+    metric: str = "loss"  # what early stopping and best-model selection watch (the kind's own score)
+    greater_is_better: bool = False
     collator: Any = None
     compute_metrics: Optional[Callable] = None  # Trainer's compute_metrics (the kind's own scores)
     optimizer: Optional[torch.optim.Optimizer] = None

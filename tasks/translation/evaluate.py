@@ -2,15 +2,17 @@
 split, greedy and beam, against baselines on the same rows: target_only (a scratch model of the
 same shape trained on the same target budget, no source stage) and zero_shot (the source model
 as it is, asked for the target language by its tag). Writes metrics/scores.json,
-metrics/transfer.json, reports/evaluate/{predictions,samples}.jsonl and the plots: the
-fine-tuning learning curve and a budget curve (transfer vs target_only BLEU by target budget)."""
+metrics/transfer.json, reports/evaluate/{predictions,samples}.jsonl and the budget curve
+(transfer vs target_only BLEU by target budget), plots/translation/budget_curve.json, with
+plots/dvc.yaml, how `dvc plots show` draws it (the training curves are DVCLive's)."""
 
 from __future__ import annotations
 
+import yaml
 from tqdm.auto import tqdm
 
 from tasks.common.errors import HandoffError
-from tasks.common.io import read_json, write_json_atomic, write_jsonl_atomic
+from tasks.common.io import read_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from tasks.common.models import save_model
 from tasks.common.paths import Paths
 from tasks.common.prepared import prepared_split
@@ -178,17 +180,6 @@ def prediction_rows(rows: list[dict], hypotheses: dict[str, dict[str, list[str]]
     ]
 
 
-def learning_curve(paths: Paths) -> list[dict]:
-    """Training and validation loss by step of the fine-tuning run."""
-    log = read_json(paths.target_model / "finetune.json")
-    return [
-        {"step": entry["step"], "metric": key, "value": entry[key]}
-        for entry in log.get("history", [])
-        for key in ("loss", "eval_loss")
-        if key in entry and "step" in entry
-    ]
-
-
 def own_budget(p: Params, paths: Paths, splits) -> int:
     """The target budget the run was fine-tuned on, as a number of training pairs."""
     rows = read_json(paths.target_model / "finetune.json").get("train_rows")
@@ -221,6 +212,41 @@ def budget_curve(p: Params, paths: Paths, tokenizer, splits, rows: list[dict], t
     return sorted(points, key=lambda point: (point["budget"], point["model"]))
 
 
+# ---------------------------------------------------------------- plots
+
+KIND = "translation"  # plots/translation/: dvc.yaml's `plots/${task.kind}` output of evaluate
+
+
+def plot_definitions_yaml(definitions: list[dict]) -> str:
+    header = (
+        f"# Written by the evaluate stage (tasks/{KIND}/evaluate.py) with the plot files it names:\n"
+        "# how `dvc plots show` draws them (paths relative to this folder). Not in the root dvc.yaml:\n"
+        "# every task kind shares that one, and DVC cannot choose a plot template by a param.\n"
+    )
+    return header + yaml.safe_dump({"plots": definitions}, sort_keys=False)
+
+
+def budget_rows(points: list[dict]) -> list[dict]:
+    """{budget, transfer, target_only}: one row per budget, each model's BLEU a field of its own,
+    so DVC draws one line per model (`y: [transfer, target_only]`)."""
+    rows: dict[int, dict] = {}
+    for point in points:
+        rows.setdefault(point["budget"], {"budget": point["budget"]})[point["model"]] = point["bleu"]
+    return [rows[budget] for budget in sorted(rows)]
+
+
+def write_plots(paths: Paths, curve: list[dict]) -> None:
+    """The budget curve, then its DVC plot definition. The loss curves are not repeated here:
+    DVCLive's files under dvclive/finetune (the finetune stage's `plots`) hold them."""
+    rows = budget_rows(curve)
+    models = [name for name in (TRANSFER, "target_only") if all(name in row for row in rows)]
+    write_json_atomic(paths.kind_plots(KIND) / "budget_curve.json", rows)
+    budget = {"template": "linear" if len(rows) > 1 else "scatter",  # one budget: a line would not show
+              "x": "budget", "y": models, "x_label": "target training pairs", "y_label": "BLEU (greedy)",
+              "title": "Greedy BLEU on the target test rows by target budget"}
+    write_text_atomic(paths.plot_definitions, plot_definitions_yaml([{f"{KIND}/budget_curve.json": budget}]))
+
+
 # ---------------------------------------------------------------- stage
 
 
@@ -248,6 +274,5 @@ def run(p: Params, paths: Paths) -> dict:
     write_json_atomic(paths.metrics / "transfer.json", summary)
     write_jsonl_atomic(reports / "predictions.jsonl", predictions)
     write_jsonl_atomic(reports / "samples.jsonl", predictions[: p.evaluate.samples])
-    write_json_atomic(paths.plots / "learning_curve.json", learning_curve(paths))
-    write_json_atomic(paths.plots / "budget_curve.json", curve)
+    write_plots(paths, curve)
     return summary

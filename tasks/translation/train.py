@@ -62,7 +62,7 @@ def train_translator(
     return train_named_run(
         model, p, paths, name, tp, budget_subset(splits["train"], budget, p.seed), splits["val"], tokenizer,
         fingerprint_of(name, tp, p.seed, p.model, p.data, budget, len(splits["train"])),
-        metric="loss", greater_is_better=False, compute_metrics=None,
+        # selected and stopped on val loss (TrainJob defaults)
         # pads labels with -100 (ignored by the loss) and builds decoder_input_ids from them
         collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
     )
