@@ -27,12 +27,15 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 python3
     && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-RUN pip install onnxruntime-gpu==1.32.0 tokenizers==0.23.3 numpy==2.4.6
+# Only the torch-free runtime ships: serving/ is a distribution of its own (serving/pyproject.toml,
+# exact pins). [gpu] = onnxruntime-gpu 1.26.0, a CUDA 12 build like this image (1.27+ need CUDA 13),
+# and never the CPU onnxruntime beside it. Built from a copy outside /app: no build/ or *.egg-info
+# is left in the working directory.
+COPY serving /tmp/serving
+# (build/ from a local `pip install ./serving` is dropped first: setuptools would reuse it.)
+RUN rm -rf /tmp/serving/build && pip install "/tmp/serving[gpu]" && rm -rf /tmp/serving
 WORKDIR /app
-# Only the torch-free runtime module ships; the model package is mounted or copied to /model.
-COPY tasks/__init__.py tasks/__init__.py
-COPY tasks/common/__init__.py tasks/common/errors.py tasks/common/io.py tasks/common/onnx_runtime.py \
-     tasks/common/seq2seq_runtime.py tasks/common/serve.py tasks/common/
+# The model package is mounted or copied to /model.
 ENV MODEL_DIR=/model
 # Classifier or translator, by the manifest's task (translation: add --beams N).
-ENTRYPOINT ["python", "-m", "tasks.common.serve"]
+ENTRYPOINT ["python", "-m", "serving"]

@@ -15,10 +15,15 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Optional, Sequence
+from typing import Optional
 
 from serving.package import PackageError, package_task
+
+# What the runtime imports; onnxruntime comes from the install's [cpu] or [gpu] extra.
+RUNTIME_MODULES = ("onnxruntime", "tokenizers", "numpy")
+INSTALL_HINT = "pip install 'transfer-serving[cpu]' (or [gpu]; from the repo: pip install './serving[cpu]')"
 
 
 @contextmanager
@@ -28,6 +33,11 @@ def one_line_errors() -> Iterator[None]:
         yield
     except PackageError as err:
         print(f"error: serve: {err}", file=sys.stderr)
+        sys.exit(1)
+    except ModuleNotFoundError as err:
+        if err.name not in RUNTIME_MODULES:
+            raise
+        print(f"error: serve: {err.name} is not installed: {INSTALL_HINT}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -10,8 +10,9 @@ installs onnxruntime(-gpu), tokenizers and numpy, nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 from tokenizers import Tokenizer

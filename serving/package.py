@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -78,7 +79,9 @@ def package_task(package: str | Path) -> str:
 
 
 def check_fields(manifest: dict, path: Path, task: str) -> None:
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if "format_version" not in manifest:
+        raise PackageError(f"{path}: required field format_version missing")
+    if manifest["format_version"] != FORMAT_VERSION:
         raise PackageError(
             f"{path}: format_version {manifest.get('format_version')!r}; this runtime reads format_version {FORMAT_VERSION}"
         )

@@ -24,8 +24,9 @@ gives the very token ids PyTorch gives; the export stage refuses to ship a packa
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import onnxruntime as ort

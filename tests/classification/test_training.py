@@ -9,7 +9,7 @@ import torch
 from datasets import load_from_disk
 from transformers import AutoConfig, AutoModelForSequenceClassification, Trainer
 
-from tasks.classification import evaluate, finetune, pretrain
+from tasks.classification import evaluate, finetune, pretrain, train
 from tasks.common.errors import HandoffError, PipelineError
 from tasks.common.io import read_json, read_jsonl
 from tasks.classification.tokenize import train_wordpiece
@@ -149,7 +149,7 @@ def test_features_strategy_writes_the_logistic_regression_into_the_head(workspac
 
 def test_llrd_gives_lower_layers_smaller_learning_rates(workspace, params):
     p = params(**{"finetune.strategy": "llrd", "finetune.llrd_decay": 0.5})
-    optimizer = finetune.llrd_optimizer(load_source(workspace), p.finetune)
+    optimizer = train.llrd_optimizer(load_source(workspace), p.finetune)
     rates = [group["lr"] for group in optimizer.param_groups]
     assert rates == sorted(rates) and rates[-1] == p.finetune.learning_rate
     assert rates[1] == pytest.approx(rates[2] * 0.5)
@@ -161,9 +161,9 @@ def test_target_budget_limits_training_rows_stratified(workspace, params):
     result = finetune.run(params(**{"finetune.target_budget": 20}), workspace)
     assert result["train_rows"] == 20
     target = load_from_disk(str(workspace.tokenized_domain("target")))["train"]
-    subset = finetune.budget_subset(target, 20, seed=7)
+    subset = train.budget_subset(target, 20, seed=7)
     assert set(subset["labels"]) == {0, 1}
-    assert subset["id"] == finetune.budget_subset(target, 20, seed=7)["id"]
+    assert subset["id"] == train.budget_subset(target, 20, seed=7)["id"]
 
 
 def test_freeze_layers_beyond_depth_is_a_clear_error(workspace, params):

@@ -17,8 +17,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import pytest
 
@@ -207,7 +208,8 @@ def translation_workspace(tmp_path_factory) -> Paths:
     model.save_pretrained(paths.target_model)
     tokenizer.save_pretrained(paths.target_model)
     src, tgt = multi30k_lines("test_2016_flickr", "en", 40), multi30k_lines("test_2016_flickr", "fr", 40)
-    rows = [{"id": f"test-{i}", "src": s, "tgt": t, "src_lang": "en", "tgt_lang": "fr"} for i, (s, t) in enumerate(zip(src, tgt))]
+    rows = [{"id": f"test-{i}", "src": s, "tgt": t, "src_lang": "en", "tgt_lang": "fr"}
+            for i, (s, t) in enumerate(zip(src, tgt))]
     write_jsonl_atomic(paths.split_file("target", "test"), rows)
     export.run(translation_params(), paths)
     return paths
@@ -257,7 +259,11 @@ def clean_env() -> dict:
 
 
 def serve(
-    package: Path, lines: Sequence[str] = (), args: Sequence[str] = (), python: Optional[str] = None, cwd: Optional[Path] = None
+    package: Path,
+    lines: Sequence[str] = (),
+    args: Sequence[str] = (),
+    python: Optional[str] = None,
+    cwd: Optional[Path] = None,
 ) -> subprocess.CompletedProcess:
     """`python -m serving PACKAGE [args] < lines`; by default the repo's interpreter in the
     repo root (where `serving` imports from the work tree)."""

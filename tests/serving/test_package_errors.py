@@ -7,8 +7,8 @@ package exported by the real export stage; where the manifest is edited, it is r
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -61,7 +61,7 @@ TASK_FIELD = {"classification": "labels", "translation": "generation"}
 def test_a_missing_required_field_is_named(kind, broken, field):
     field = TASK_FIELD[kind] if field == "task-specific" else field
     edit(broken, lambda manifest: manifest.pop(field))
-    assert_refused(broken, field)
+    assert_refused(broken, field, "missing")
 
 
 def test_a_missing_digest_is_a_missing_field(broken):

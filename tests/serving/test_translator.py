@@ -125,7 +125,7 @@ def exported_workspace(tmp_path_factory) -> tuple[Paths, dict]:
     """One tiny workspace exported once per test session (shared with the stage tests): read
     it, or copy it before changing anything."""
     if not _SHARED:
-        from tasks.classification import export
+        from tasks.translation import export
 
         paths = build_workspace(tmp_path_factory.mktemp("translation-exported"))
         _SHARED["workspace"] = (paths, export.run(export_params(), paths))

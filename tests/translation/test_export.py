@@ -14,7 +14,6 @@ import shutil
 import onnx
 import pytest
 
-from tasks.translation import export as export_stage
 from tasks.common.errors import ExportError, HandoffError
 from tasks.common.io import read_json, read_jsonl
 from tasks.common.io import sha256_file
@@ -22,6 +21,7 @@ from tasks.common.paths import Paths
 from serving.translator import OnnxTranslator
 from tasks.translation import export
 from tasks.translation.model import generate_ids
+from tasks.translation.gate import load_target
 from tests.translation.conftest import tiny_translation_params
 from tests.serving.test_translator import (
     GATE_SENTENCES,
@@ -199,18 +199,18 @@ def test_missing_inputs_are_named_in_one_line(workspace):
 
 
 def test_stage_exports_the_finetuned_pipeline_model(translation_finetuned, tmp_path):
-    """tasks.export dispatches on task.kind; the model that tokenize/pretrain/finetune made
-    passes the gate, and the package translates the target test sentences."""
+    """The model that tokenize/pretrain/finetune made passes the gate, and the package
+    translates the target test sentences as evaluate does."""
     shutil.copytree(translation_finetuned, tmp_path, dirs_exist_ok=True)
     paths, params = Paths(tmp_path), tiny_translation_params()
-    metrics = export_stage.run(params, paths)
+    metrics = export.run(params, paths)
     assert metrics["gate"]["identical"] == metrics["gate"]["sentences"] == params.export.parity_samples
     translator = OnnxTranslator(paths.onnx)
     assert translator.manifest["languages"] == {"src": "en", "tgt": "fr"}
     texts = [row["src"] for row in read_jsonl(paths.split_file("target", "test"))[:12]]
     g = params.evaluate.generation
     ours = translator.generate_ids(texts, num_beams=g.num_beams, max_new_tokens=g.max_new_tokens)
-    model, tokenizer = export.load_target(paths.target_model)
+    model, tokenizer = load_target(paths.target_model)
     theirs = generate_ids(model, tokenizer, texts, "fr", num_beams=g.num_beams, max_new_tokens=g.max_new_tokens,
                           batch_size=32, device="cpu", max_length=params.tokenize.max_length)
     # evaluate's ids stop before </s> and drop padding; the runtime's keep the </s>
