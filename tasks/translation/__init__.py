@@ -1,8 +1,10 @@
 """Translation (`task.kind: translation`): the work of the six stages for encoder-decoder models.
 
-Each `tasks/<stage>.py` keeps its one `run(p, paths)` and hands over to the module of the same
-name here when `p.task.kind == "translation"`; orchestration, dvc.yaml and the paths are shared
-with classification. The conventions below are the contract between the stages, the exported
+One module per stage (ingest, tokenize, pretrain, finetune, evaluate, export), each with one
+`run(p, paths)`, run by `python -m tasks <stage>` when `task.kind` is translation; shared
+pieces live in model.py (the model, its encoding contract, generation), train.py (training
+and fine-tuning strategies), metrics.py, decoder_step.py and gate.py (the export gate).
+The conventions below are the contract between the stages, the exported
 package and the torch-free runtime:
 
 - Prepared rows, `data/prepared/{source,target}/{train,val,test}.jsonl`, one per pair:
