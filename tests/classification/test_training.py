@@ -216,7 +216,7 @@ def test_evaluate_scores_transfer_and_every_baseline_on_the_test_split(workspace
         assert set(figures["per_class"]) == {"negative", "positive"}
     assert sum(map(sum, scores["transfer"]["confusion_matrix"])) == test_size
     assert summary["gain_over"]["vader"] == pytest.approx(scores["transfer"]["f1_macro"] - scores["vader"]["f1_macro"])
-    assert len(read_json(workspace.plots / "confusion.json")) == test_size
+    assert len(read_json(workspace.kind_plots("classification") / "confusion.json")) == test_size
     assert (workspace.baselines / "target_only" / "model.safetensors").exists()
     assert read_json(workspace.metrics / "transfer.json") == summary
     predictions = read_jsonl(workspace.evaluate_reports / "predictions.jsonl")

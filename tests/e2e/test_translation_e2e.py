@@ -58,7 +58,7 @@ def test_translation_through_dvc_repro_then_the_flow(project):
         transfer["transfer"] - transfer["baselines"]["target_only"])
     predictions = (root / "reports/evaluate/predictions.jsonl").read_text().splitlines()
     assert len(predictions) == 24
-    assert json.loads((root / "plots/budget_curve.json").read_text()), "the budget curve has points"
+    assert json.loads((root / "plots/translation/budget_curve.json").read_text()), "the budget curve has points"
     manifest = json.loads((root / "models/onnx/manifest.json").read_text())
     assert manifest["task"] == "translation" and manifest["opset"] >= 17
     assert {"encoder.onnx", "decoder.onnx", "decoder_with_past.onnx"} <= set(os.listdir(root / "models/onnx"))

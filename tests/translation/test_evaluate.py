@@ -28,7 +28,7 @@ FAST = {
     "evaluate.target_only": {"max_steps": 4, "eval_steps": 4, "batch_size": 16, "learning_rate": 1e-3},
 }
 OUTPUTS = ("metrics/scores.json", "metrics/transfer.json", "reports/evaluate/predictions.jsonl",
-           "reports/evaluate/samples.jsonl", "plots/learning_curve.json", "plots/budget_curve.json")
+           "reports/evaluate/samples.jsonl", "plots/translation/budget_curve.json", "plots/dvc.yaml")
 
 
 @pytest.fixture(autouse=True)
@@ -91,14 +91,10 @@ def test_run_writes_every_output_with_consistent_scores(workspace, translation_p
     assert read_jsonl(root / "reports/evaluate/samples.jsonl") == predictions[:3]
 
     assert (workspace.baselines / "target_only" / "config.json").is_file()
-    curve = read_json(root / "plots/learning_curve.json")
-    assert curve and {row["metric"] for row in curve} <= {"loss", "eval_loss"}
-    assert all(isinstance(row["step"], int) for row in curve)
-    budget = read_json(root / "plots/budget_curve.json")
-    assert {row["model"] for row in budget} == {"transfer", "target_only"}
-    assert len({row["budget"] for row in budget}) == 1  # no curve_budgets: the run's own point only
-    own = [row for row in budget if row["model"] == "transfer"][0]
-    assert own["bleu"] == scores["transfer"]["greedy"]["bleu"]
+    budget = read_json(root / "plots/translation/budget_curve.json")
+    assert len(budget) == 1  # no curve_budgets: the run's own point only, one series per model
+    assert set(budget[0]) == {"budget", "transfer", "target_only"}
+    assert budget[0]["transfer"] == scores["transfer"]["greedy"]["bleu"]
 
 
 def test_curve_budgets_add_points(workspace, translation_params):
@@ -108,10 +104,9 @@ def test_curve_budgets_add_points(workspace, translation_params):
                               "evaluate.baselines": ["target_only"], "evaluate.curve_budgets": [small],
                               "finetune.max_steps": 4, "finetune.eval_steps": 4})
     evaluate.run(p, workspace)
-    points = read_json(workspace.plots / "budget_curve.json")
-    assert sorted((row["budget"], row["model"]) for row in points) == [
-        (small, "target_only"), (small, "transfer"), (own, "target_only"), (own, "transfer")]
-    assert all(0.0 <= row["bleu"] <= 100.0 for row in points)
+    points = read_json(workspace.kind_plots("translation") / "budget_curve.json")
+    assert [row["budget"] for row in points] == sorted([small, own])
+    assert all(0.0 <= row[model] <= 100.0 for row in points for model in ("transfer", "target_only"))
     assert not workspace.checkpoints(f"finetune-{small}").exists()  # finished runs leave no checkpoints
 
 

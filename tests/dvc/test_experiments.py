@@ -1,0 +1,139 @@
+"""DVC experiments and plots in real workspaces (`python -m flows.workspace`) with tiny params.
+
+Classification: `dvc repro`, the results committed (`git add -A`, as DVC's example-get-started
+does: .gitignore lets the small `cache: false` results in and keeps data and models out), two
+`dvc exp run -S finetune.learning_rate=...` experiments; `dvc exp show` then holds the
+transfer F1 of the baseline and of both experiments (each commit holds its own metrics), and
+`dvc plots show` draws every plot file once, without errors. Translation, with the same
+dvc.yaml: `dvc repro` up to evaluate, then the same `dvc plots show` checks on its plots.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections import defaultdict
+from pathlib import Path
+
+from tests.dvc.conftest import dvc, git, make_workspace
+
+# Small results committed with dvc.lock (.gitignore lets them in)
+COMMITTED = {
+    "dvc.lock", "reports/data.json", "reports/tokenize.json", "dvclive/pretrain/metrics.json",
+    "dvclive/finetune/metrics.json", "metrics/scores.json", "metrics/transfer.json", "metrics/export.json",
+    "plots/dvc.yaml", "plots/classification/confusion.json",
+}
+# ... and what stays out of git: DVC-cached (data, models, reports/evaluate), resumable state,
+# the DVCLive logs of the runs evaluate trains, `dvc plots show`'s HTML
+NOT_COMMITTED = ("data/", "models/", "checkpoints/", "reports/evaluate/", "dvclive/target_only/", "dvc_plots/")
+METRIC_FILES = COMMITTED - {"dvc.lock", "plots/dvc.yaml", "plots/classification/confusion.json"}
+RATES = {"lr-small": "3e-4", "lr-large": "3e-3"}
+
+
+# ---------------------------------------------------------------- plots
+
+
+def plot_source(plot_id: str) -> str:
+    """The data file a plot id draws: `<dvc.yaml path>::<file relative to it>` for a top-level
+    definition (every definition here names its file), the file itself for a stage's `plots`."""
+    if "::" not in plot_id:
+        return plot_id
+    config, path = plot_id.split("::", 1)
+    return posixpath.normpath(posixpath.join(posixpath.dirname(config), path))
+
+
+def check_plots(root: Path, env: dict) -> dict[str, list[dict]]:
+    """`dvc plots show --json`: no errors, one non-empty chart per plot id, no data file drawn
+    by two ids. Returns data file -> its chart's data rows."""
+    shown = json.loads(dvc(root, env, "plots", "show", "--json").stdout)
+    assert not shown.get("errors"), shown["errors"]
+    drawn_by = defaultdict(list)
+    rows = {}
+    for plot_id, charts in shown["data"].items():
+        assert len(charts) == 1, f"{plot_id}: {len(charts)} charts"
+        assert charts[0]["type"] == "vega", plot_id
+        values = charts[0]["content"]["data"]["values"]
+        assert values, f"{plot_id}: no data"
+        drawn_by[plot_source(plot_id)].append(plot_id)
+        rows[plot_source(plot_id)] = values
+    twice = {source: ids for source, ids in drawn_by.items() if len(ids) > 1}
+    assert not twice, f"data files drawn more than once: {twice}"
+    return rows
+
+
+def check_training_curves(rows: dict[str, list[dict]]) -> None:
+    """DVCLive's per-metric files: the loss and validation loss of both training stages, one
+    series each (no `field` column: DVC adds one when a chart has several y fields)."""
+    for stage in ("pretrain", "finetune"):
+        for metric in ("loss.tsv", "val/loss.tsv"):
+            assert f"dvclive/{stage}/plots/metrics/{metric}" in rows, sorted(rows)
+    curves = {source: values for source, values in rows.items() if source.startswith("dvclive/")}
+    assert all("field" not in row for values in curves.values() for row in values)
+
+
+# ---------------------------------------------------------------- experiments
+
+
+def transfer_f1(data: dict, where: str) -> float:
+    """The transfer F1 of one `dvc exp show` row, checked against metrics/scores.json."""
+    metrics = data["metrics"]
+    broken = {name: found for name, found in metrics.items() if "error" in found}
+    assert not broken, f"{where}: metrics DVC could not read: {broken}"
+    assert METRIC_FILES <= set(metrics), f"{where}: {sorted(metrics)}"
+    transfer = metrics["metrics/transfer.json"]["data"]["transfer"]
+    assert transfer == metrics["metrics/scores.json"]["data"]["transfer"]["f1_macro"], where
+    assert 0.0 <= transfer <= 1.0, where
+    return transfer
+
+
+def learning_rate(data: dict) -> float:
+    # DVC writes `-S 3e-4` back as YAML 1.1 reads it (a string); the schema reads it as the float
+    return float(data["params"]["params.yaml"]["data"]["finetune"]["learning_rate"])
+
+
+def test_experiments_hold_their_scores_and_each_plot_is_drawn_once(tmp_path, classification_params):
+    root, env = make_workspace(tmp_path, classification_params)
+    dvc(root, env, "repro")
+    git(root, env, "add", "-A")
+    git(root, env, "commit", "-qm", "tiny run: results")
+    baseline = git(root, env, "rev-parse", "HEAD").stdout.strip()
+    tracked = set(git(root, env, "ls-files").stdout.split())
+    assert COMMITTED <= tracked, sorted(COMMITTED - tracked)
+    assert not [path for path in tracked if path.startswith(NOT_COMMITTED)]
+    assert not git(root, env, "status", "--porcelain").stdout.strip()
+
+    for name, rate in RATES.items():
+        dvc(root, env, "exp", "run", "-n", name, "-S", f"finetune.learning_rate={rate}")
+
+    shown = json.loads(dvc(root, env, "exp", "show", "--json").stdout)
+    commit = next(row for row in shown if row["rev"] == baseline)
+    assert learning_rate(commit["data"]) == classification_params["finetune"]["learning_rate"]
+    transfer_f1(commit["data"], "baseline")
+    experiments = {rev["name"]: rev["data"] for exp in commit["experiments"] or [] for rev in exp["revs"]}
+    assert set(RATES) <= set(experiments), sorted(experiments)
+    losses = set()
+    for name, rate in RATES.items():
+        assert learning_rate(experiments[name]) == float(rate), name
+        transfer_f1(experiments[name], name)
+        losses.add(experiments[name]["metrics"]["dvclive/finetune/metrics.json"]["data"]["loss"])
+    assert len(losses) == 2, "each experiment's commit holds its own fine-tuning figures"
+
+    rows = check_plots(root, env)
+    check_training_curves(rows)
+    evaluate_plots = {source for source in rows if source.startswith("plots/")}
+    assert evaluate_plots == {"plots/classification/confusion.json"}
+    assert {(row["actual"], row["predicted"]) for row in rows["plots/classification/confusion.json"]} <= {
+        (a, b) for a in ("negative", "positive") for b in ("negative", "positive")}
+
+
+def test_translation_plots_are_drawn_once_with_the_same_dvc_yaml(tmp_path, translation_params):
+    root, env = make_workspace(tmp_path, translation_params)
+    dvc(root, env, "repro", "evaluate")  # export draws nothing: its ONNX gate is left out
+    rows = check_plots(root, env)
+    check_training_curves(rows)
+    evaluate_plots = {source for source in rows if source.startswith("plots/")}
+    assert evaluate_plots == {"plots/translation/budget_curve.json"}
+    budget_rows = rows["plots/translation/budget_curve.json"]
+    # one series per model, both at the run's own budget and at evaluate.curve_budgets
+    assert {row["field"] for row in budget_rows} == {"transfer", "target_only"}
+    assert len({row["budget"] for row in budget_rows}) == 1 + len(translation_params["evaluate"]["curve_budgets"])
