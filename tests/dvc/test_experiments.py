@@ -124,16 +124,3 @@ def test_experiments_hold_their_scores_and_each_plot_is_drawn_once(tmp_path, cla
     assert evaluate_plots == {"plots/classification/confusion.json"}
     assert {(row["actual"], row["predicted"]) for row in rows["plots/classification/confusion.json"]} <= {
         (a, b) for a in ("negative", "positive") for b in ("negative", "positive")}
-
-
-def test_translation_plots_are_drawn_once_with_the_same_dvc_yaml(tmp_path, translation_params):
-    root, env = make_workspace(tmp_path, translation_params)
-    dvc(root, env, "repro", "evaluate")  # export draws nothing: its ONNX gate is left out
-    rows = check_plots(root, env)
-    check_training_curves(rows)
-    evaluate_plots = {source for source in rows if source.startswith("plots/")}
-    assert evaluate_plots == {"plots/translation/budget_curve.json"}
-    budget_rows = rows["plots/translation/budget_curve.json"]
-    # one series per model, both at the run's own budget and at evaluate.curve_budgets
-    assert {row["field"] for row in budget_rows} == {"transfer", "target_only"}
-    assert len({row["budget"] for row in budget_rows}) == 1 + len(translation_params["evaluate"]["curve_budgets"])

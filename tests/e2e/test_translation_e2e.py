@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.dvc.test_experiments import check_plots, check_training_curves
 from tests.e2e.conftest import make_project, run_ok
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,7 +59,14 @@ def test_translation_through_dvc_repro_then_the_flow(project):
         transfer["transfer"] - transfer["baselines"]["target_only"])
     predictions = (root / "reports/evaluate/predictions.jsonl").read_text().splitlines()
     assert len(predictions) == 24
-    assert json.loads((root / "plots/translation/budget_curve.json").read_text()), "the budget curve has points"
+    # `dvc plots show` with the same dvc.yaml as classification: no error, each plot drawn once,
+    # the evaluate plot is the budget curve with one series per model
+    rows = check_plots(root, env)
+    check_training_curves(rows)
+    assert {source for source in rows if source.startswith("plots/")} == {"plots/translation/budget_curve.json"}
+    budget_rows = rows["plots/translation/budget_curve.json"]
+    assert {row["field"] for row in budget_rows} == {"transfer", "target_only"}
+    assert len({row["budget"] for row in budget_rows}) == 2  # the run's own budget and curve_budgets [100]
     manifest = json.loads((root / "models/onnx/manifest.json").read_text())
     assert manifest["task"] == "translation" and manifest["opset"] >= 17
     assert {"encoder.onnx", "decoder.onnx", "decoder_with_past.onnx"} <= set(os.listdir(root / "models/onnx"))
