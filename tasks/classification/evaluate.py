@@ -8,7 +8,6 @@ plots/dvc.yaml, how `dvc plots show` draws it (the training curves are DVCLive's
 from __future__ import annotations
 
 import numpy as np
-import yaml
 
 from tasks.classification.metrics import classification_metrics, confusion_counts, confusion_rows
 from tasks.classification.model import (
@@ -21,7 +20,7 @@ from tasks.classification.model import (
     predict,
 )
 from tasks.classification.train import train_classifier
-from tasks.common.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from tasks.common.io import write_json_atomic, write_jsonl_atomic, write_plot_definitions
 from tasks.common.models import save_model
 from tasks.common.paths import Paths
 from tasks.common.prepared import prepared_split
@@ -115,14 +114,6 @@ def prediction_rows(rows: list[dict], predictions: dict, labels: list[str]) -> l
 KIND = "classification"  # plots/classification/: dvc.yaml's `plots/${task.kind}` output of evaluate
 
 
-def plot_definitions_yaml(definitions: list[dict]) -> str:
-    header = (
-        f"# Written by the evaluate stage (tasks/{KIND}/evaluate.py) with the plot files it names:\n"
-        "# how `dvc plots show` draws them (paths relative to this folder). Not in the root dvc.yaml:\n"
-        "# every task kind shares that one, and DVC cannot choose a plot template by a param.\n"
-    )
-    return header + yaml.safe_dump({"plots": definitions}, sort_keys=False)
-
 
 def write_plots(paths: Paths, truth: np.ndarray, predicted: np.ndarray, labels: list[str]) -> None:
     """The transfer model's confusion matrix on the test split, then its DVC plot definition.
@@ -131,7 +122,7 @@ def write_plots(paths: Paths, truth: np.ndarray, predicted: np.ndarray, labels: 
     write_json_atomic(paths.kind_plots(KIND) / "confusion.json", confusion_rows(truth, predicted, labels))
     confusion = {"template": "confusion", "x": "predicted", "y": "actual",
                  "title": "Transfer model on the target test split: true label (rows) by predicted"}
-    write_text_atomic(paths.plot_definitions, plot_definitions_yaml([{f"{KIND}/confusion.json": confusion}]))
+    write_plot_definitions(paths.plot_definitions, KIND, [{f"{KIND}/confusion.json": confusion}])
 
 
 def run(p: Params, paths: Paths) -> dict:

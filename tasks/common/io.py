@@ -83,3 +83,15 @@ def atomic_dir(final: Path) -> Iterator[Path]:
             os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_plot_definitions(path: Path, kind: str, definitions: list[dict]) -> None:
+    """plots/dvc.yaml: how `dvc plots show` draws the plot files a kind's evaluate writes."""
+    import yaml
+
+    header = (
+        f"# Written by the evaluate stage (tasks/{kind}/evaluate.py) with the plot files it names:\n"
+        "# how `dvc plots show` draws them (paths relative to this folder). Not in the root dvc.yaml:\n"
+        "# every task kind shares that one, and DVC cannot choose a plot template by a param.\n"
+    )
+    write_text_atomic(path, header + yaml.safe_dump({"plots": definitions}, sort_keys=False))

@@ -8,11 +8,10 @@ plots/dvc.yaml, how `dvc plots show` draws it (the training curves are DVCLive's
 
 from __future__ import annotations
 
-import yaml
 from tqdm.auto import tqdm
 
 from tasks.common.errors import HandoffError
-from tasks.common.io import read_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from tasks.common.io import read_json, write_json_atomic, write_jsonl_atomic, write_plot_definitions
 from tasks.common.models import save_model
 from tasks.common.paths import Paths
 from tasks.common.prepared import prepared_split
@@ -217,14 +216,6 @@ def budget_curve(p: Params, paths: Paths, tokenizer, splits, rows: list[dict], t
 KIND = "translation"  # plots/translation/: dvc.yaml's `plots/${task.kind}` output of evaluate
 
 
-def plot_definitions_yaml(definitions: list[dict]) -> str:
-    header = (
-        f"# Written by the evaluate stage (tasks/{KIND}/evaluate.py) with the plot files it names:\n"
-        "# how `dvc plots show` draws them (paths relative to this folder). Not in the root dvc.yaml:\n"
-        "# every task kind shares that one, and DVC cannot choose a plot template by a param.\n"
-    )
-    return header + yaml.safe_dump({"plots": definitions}, sort_keys=False)
-
 
 def budget_rows(points: list[dict]) -> list[dict]:
     """{budget, transfer, target_only}: one row per budget, each model's BLEU a field of its own,
@@ -244,7 +235,7 @@ def write_plots(paths: Paths, curve: list[dict]) -> None:
     budget = {"template": "linear" if len(rows) > 1 else "scatter",  # one budget: a line would not show
               "x": "budget", "y": models, "x_label": "target training pairs", "y_label": "BLEU (greedy)",
               "title": "Greedy BLEU on the target test rows by target budget"}
-    write_text_atomic(paths.plot_definitions, plot_definitions_yaml([{f"{KIND}/budget_curve.json": budget}]))
+    write_plot_definitions(paths.plot_definitions, KIND, [{f"{KIND}/budget_curve.json": budget}])
 
 
 # ---------------------------------------------------------------- stage
