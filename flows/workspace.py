@@ -8,7 +8,14 @@ copy of the code (`tasks/`, `flows/`, `dvc.yaml`), a link to the repository's `d
 and its own `params.yaml`, taken from FILE when the workspace is new (or with --reset-params),
 so the edits and `dvc exp run -S` of a user are kept between runs.
 
-Re-running it refreshes the code copy; DVC hashes contents, so an unchanged copy re-runs nothing.
+Relative input paths (`data.<domain>.path`) mean what they mean in the repository root, where
+params.yaml lives: each one that is not in the workspace but is in the repository is linked in
+(`data/external` as a whole), so a params file copied from the root runs unchanged. Absolute
+paths and URLs are used as they are. Nothing is linked over a stage output (data/prepared,
+models, ...), so a run here never writes into the repository's own results.
+
+Re-running it refreshes the code copy and the links (a workspace made before `make data` gets
+its `data/external` then); DVC hashes contents, so an unchanged copy re-runs nothing.
 """
 
 from __future__ import annotations
@@ -20,12 +27,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tasks.common.errors import PipelineError, user_errors
+from tasks.common.errors import ParamsError, PipelineError, user_errors
+from tasks.params import SourceSpec, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 CODE = ["tasks", "serving", "flows"]
 FILES = ["dvc.yaml", ".dvcignore", ".gitignore"]
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc")
+EXTERNAL = Path("data") / "external"
+# Where the stages write (dvc.yaml's outs and their parents): a link there would send the
+# workspace's outputs into the repository's own.
+OUTPUTS = [Path(name) for name in ("data/prepared", "data/tokenized", "models", "reports", "metrics",
+                                   "plots", "dvclive", "checkpoints")]
 
 
 def copy_code(root: Path) -> None:
@@ -37,14 +50,55 @@ def copy_code(root: Path) -> None:
         shutil.copy2(REPO / name, root / name)
 
 
-def link_external_data(root: Path) -> None:
-    """The demo inputs (`make data`) are shared, not copied: DVC hashes them through the link."""
-    link = root / "data" / "external"
-    target = (REPO / "data" / "external").resolve()
-    if link.is_symlink() or link.exists() or not target.is_dir():  # no demo data here: params name their own
+def ensure_link(link: Path, target: Path) -> None:
+    """`link` -> `target`, replacing a stale or dangling link; a real file or folder stays (the user's)."""
+    if link.is_symlink():
+        if link.resolve() == target.resolve():
+            return
+        link.unlink()
+    elif link.exists():
         return
     link.parent.mkdir(parents=True, exist_ok=True)
-    os.symlink(target, link, target_is_directory=True)
+    os.symlink(target.resolve(), link, target_is_directory=target.is_dir())
+
+
+def link_external_data(root: Path) -> None:
+    """The demo inputs (`make data`) are shared, not copied: DVC hashes them through the link.
+    Made on every refresh, so a workspace created before `make data` gets it later."""
+    if (REPO / EXTERNAL).is_dir():
+        ensure_link(root / EXTERNAL, REPO / EXTERNAL)
+
+
+def input_files(spec: SourceSpec) -> list[Path]:
+    """The repository-relative paths a data section reads: the path, or format text's
+    `<path>.<lang>[.gz]` files (as tasks/translation/ingest.py finds them)."""
+    if spec.path.startswith(("http://", "https://")) or Path(spec.path).is_absolute():
+        return []
+    path = Path(spec.path)
+    if spec.format == "text" and spec.splits is None and spec.languages is not None:
+        langs = (spec.languages.src, spec.languages.tgt)
+        return [Path(f"{path}.{lang}{gz}") for lang in langs for gz in ("", ".gz")]
+    return [path]
+
+
+def linkable(relative: Path) -> bool:
+    """Inside the workspace and clear of every stage output (neither above nor below one)."""
+    if ".." in relative.parts or relative == Path("."):
+        return False
+    return not any(out == relative or out in relative.parents or relative in out.parents for out in OUTPUTS)
+
+
+def link_inputs(root: Path) -> None:
+    """Link each relative input of the workspace's params.yaml that only the repository has."""
+    try:
+        params = load_params(root / "params.yaml")
+    except ParamsError:
+        return  # the flow's first check reports it, naming the field
+    for spec in (params.data.source, params.data.target):
+        for relative in input_files(spec):
+            found = REPO / relative
+            if linkable(relative) and not (root / relative).exists() and (found.exists() or found.is_symlink()):
+                ensure_link(root / relative, found)
 
 
 def git(root: Path, *args: str) -> None:
@@ -71,10 +125,20 @@ def create(root: Path, params_file: Path, reset_params: bool = False) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     copy_code(root)
     link_external_data(root)
-    if reset_params or not (root / "params.yaml").exists():
-        shutil.copy2(params_file, root / "params.yaml")
+    copy_params(params_file, root / "params.yaml", reset_params)
+    link_inputs(root)
     init_repositories(root)
     return root
+
+
+def copy_params(params_file: Path, dest: Path, reset: bool) -> None:
+    """FILE becomes params.yaml when the workspace is new or on --reset-params (saying so when
+    that replaces a params.yaml that differed: edits there, or a `dvc exp run -S` left over)."""
+    if dest.exists() and (not reset or dest.samefile(params_file)):
+        return
+    if dest.exists() and dest.read_bytes() != params_file.read_bytes():
+        print(f"{dest}: replaced by {params_file}", file=sys.stderr)
+    shutil.copy2(params_file, dest)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,10 @@ Loads and validates params.yaml (or $PIPELINE_PARAMS), picks `run(params, paths)
 module of the params' task kind (`tasks/<kind>/<stage>.py`), runs it in the workspace and prints
 one summary line. A user mistake (bad params, unreadable data, a missing earlier stage) is one
 line `error: <stage>: ...` on stderr and exit code 1; anything else is a bug and keeps its
-traceback. `python -m tasks check` only validates the params.
+traceback. A stage first removes the temp leftovers a killed run of it left beside its outputs.
+`python -m tasks check` validates the params; `check --inputs` also checks that every local
+input (`data.<domain>.path`) is there, naming the field: the flow runs it before DVC, whose own
+error for a missing dependency is `[Errno 2] No such file or directory: '<absolute path>'`.
 
 Always `python -m tasks <stage>`, never `python tasks/<kind>/<stage>.py`: a file run by path
 puts its folder on sys.path, where `tokenize.py` would shadow the standard library's.
@@ -14,19 +17,25 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Optional
 from collections.abc import Sequence
 
 from tasks.common import prepared
-from tasks.common.errors import ParamsError, user_errors
-from tasks.common.paths import Paths
-from tasks.params import Params, load_params, params_path
+from tasks.common.errors import DataError, ParamsError, user_errors
+from tasks.common.io import remove_stale_temps
+from tasks.common.paths import DOMAINS, Paths
+from tasks.common.sources import is_url
+from tasks.params import Params, SourceSpec, load_params, params_path
 
 STAGES = ("ingest", "tokenize", "pretrain", "finetune", "evaluate", "export")
 CHECK = "check"
-USAGE = f"usage: python -m tasks {{{','.join(STAGES)}}} | python -m tasks {CHECK}"
+INPUTS = "--inputs"
+USAGE = f"usage: python -m tasks {{{','.join(STAGES)}}} | python -m tasks {CHECK} [{INPUTS}]"
+HUB_ID = re.compile(r"[\w-][\w.-]*(/[\w.-]+)?")  # `name` or `org/name`: what a missing hf path may be
 
 
 def stage_module(kind: str, stage: str) -> ModuleType:
@@ -44,24 +53,89 @@ def summary(stage: str, module: ModuleType, result: Any) -> str:
     return f"{stage}: done" + (f" {json.dumps(scalars, sort_keys=True)}" if scalars else "")
 
 
+def stage_outputs(stage: str, kind: str, paths: Paths) -> list[Path]:
+    """What a stage writes through tasks.common.io: dvc.yaml's outs, and the files it writes one
+    by one into folders it shares (metrics/, plots/)."""
+    live = [paths.live_dir(stage) / "metrics.json", paths.live_dir(stage) / "plots"]
+    return {
+        "ingest": [paths.prepared, paths.data_report],
+        "tokenize": [paths.tokenized, paths.tokenize_report],
+        "pretrain": [paths.source_model, *live],
+        "finetune": [paths.target_model, *live],
+        "evaluate": [paths.baselines, paths.evaluate_reports, paths.kind_plots(kind), paths.plot_definitions,
+                     paths.metrics / "scores.json", paths.metrics / "transfer.json"],
+        "export": [paths.onnx, paths.metrics / "export.json"],
+    }[stage]
+
+
+def remove_leftovers(stage: str, kind: str, paths: Paths) -> None:
+    """A kill -9 leaves `.<name>.*.tmp` beside an output (32 MiB for data/prepared); DVC never
+    sees them, so the stage that owns the output removes them before it starts."""
+    removed = [entry for out in stage_outputs(stage, kind, paths) for entry in remove_stale_temps(out)]
+    if removed:
+        shown = ", ".join(entry.as_posix() for entry in removed)
+        print(f"{stage}: removed what an interrupted run left: {shown}", file=sys.stderr)
+
+
 def run_stage(stage: str, params: Params, paths: Paths) -> str:
     module = stage_module(params.task.kind, stage)
+    remove_leftovers(stage, params.task.kind, paths)
     return summary(stage, module, module.run(params, paths))
 
 
+# ---------------------------------------------------------------- check --inputs
+
+
+def missing_text_files(spec: SourceSpec) -> list[str]:
+    """Format text without splits reads `<path>.<lang>[.gz]` (tasks/translation/ingest.py)."""
+    langs = (spec.languages.src, spec.languages.tgt)
+    return [f"{spec.path}.{lang}" for lang in langs
+            if not any(Path(f"{spec.path}.{lang}{gz}").is_file() for gz in ("", ".gz"))]
+
+
+def input_problem(spec: SourceSpec) -> Optional[str]:
+    """Why a section's local input is not there, or None (URLs and hub ids are ingest's to fetch)."""
+    path = Path(spec.path)
+    if is_url(spec.path):
+        return None
+    if spec.format == "text" and spec.splits is None and spec.languages is not None:
+        missing = " or ".join(f"{name}[.gz]" for name in missing_text_files(spec))
+        return f"no {missing} (format text reads <path>.<lang>[.gz])" if missing else None
+    if path.exists() or (spec.format == "hf" and not path.is_absolute() and HUB_ID.fullmatch(spec.path)):
+        return None
+    return f"{spec.path}: no such file or directory"
+
+
+def input_problems(params: Params) -> list[str]:
+    """One line per data section whose local input is missing, named by its params field."""
+    problems = [(domain, input_problem(getattr(params.data, domain))) for domain in DOMAINS]
+    return [f"data.{domain}.path: {problem}" for domain, problem in problems if problem]
+
+
+def check(params: Params, inputs: bool) -> str:
+    problems = input_problems(params) if inputs else []
+    if problems:
+        raise DataError("; ".join(problems))
+    found = ", inputs found" if inputs else ""
+    return f"{params_path()}: ok{found} (task {params.task.kind}, init {params.model.init})"
+
+
 def stage_of(argv: Sequence[str]) -> str:
-    if len(argv) != 1 or argv[0] not in (*STAGES, CHECK):
+    if argv[:1] == [CHECK] and argv[1:] in ([], [INPUTS]):
+        return CHECK
+    if len(argv) != 1 or argv[0] not in STAGES:
         raise ParamsError(f"{' '.join(argv) or 'no stage given'}: {USAGE}")
     return argv[0]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    with user_errors(argv[0] if len(argv) == 1 and argv[0] in STAGES else None):
+    named = argv[:1] == [CHECK] or (len(argv) == 1 and argv[0] in STAGES)
+    with user_errors(argv[0] if named else None):
         stage = stage_of(argv)
         params = load_params()
         if stage == CHECK:
-            print(f"{params_path()}: ok (task {params.task.kind}, init {params.model.init})")
+            print(check(params, INPUTS in argv))
             return
         print(run_stage(stage, params, Paths()))
 

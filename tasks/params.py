@@ -6,11 +6,15 @@ out-of-range value stops with one line naming the field and the value.
 
 from __future__ import annotations
 
+import numbers
 import os
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
+from yaml.constructor import ConstructorError
+from yaml.nodes import MappingNode, Node
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from tasks.common.errors import ParamsError
@@ -19,8 +23,19 @@ PARAMS_FILE_ENV = "PIPELINE_PARAMS"
 DEFAULT_PARAMS_FILE = "params.yaml"
 
 
+# Upper bounds: generous, but far from the values that overflow (a seed numpy/torch refuses,
+# `epochs: .inf` reaching range()). Every int and float field has one (tests/test_params.py
+# walks the schema to keep it so).
+MAX_SEED = 2**32 - 1  # numpy's and torch's seed range
+MAX_STEPS = 10**9
+MAX_ROWS = 10**12
+MAX_COUNT = 10**6  # rows per batch, samples, patience and other plain counts
+MAX_SCORE = 1e9  # a label score's threshold and neutral band
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: `.inf` / `.nan` in YAML is a typo or a mistake, never a setting
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- task / data
@@ -101,15 +116,40 @@ class LabelRule(Strict):
     # "map": the label column holds raw values mapped to class names by `mapping`
     #   (an empty mapping means the values already are class names).
     kind: Literal["threshold", "map"] = "map"
-    threshold: float = 0.0
-    neutral_band: float = Field(0.0, ge=0.0)
+    threshold: float = Field(0.0, ge=-MAX_SCORE, le=MAX_SCORE)
+    neutral_band: float = Field(0.0, ge=0.0, le=MAX_SCORE)
     mapping: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("mapping", mode="before")
     @classmethod
     def _keys_as_text(cls, value: Any) -> Any:
-        # YAML reads `{1: negative}` with an int key; raw labels are compared as text.
-        return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+        # YAML reads `{1: negative}` with an int key and `{true: positive}` with a bool one;
+        # ingest compares raw labels by label_key, so the keys take the same form. Two keys of
+        # one form (`1` and `1.0`) would leave one of them silently unused.
+        if not isinstance(value, dict):
+            return value
+        keys: dict[str, Any] = {}
+        for key in value:
+            text = label_key(key)
+            if text in keys:
+                raise ValueError(f"keys {shown(keys[text])} and {shown(key)} are the same raw label {text!r}")
+            keys[text] = key
+        return {text: value[key] for text, key in keys.items()}
+
+
+def label_key(value: Any) -> str:
+    """The text form of a raw label: how mapping keys are stored and raw values looked up.
+
+    YAML and JSON spell booleans `true`/`false`; an integral number is the same label whether it
+    was read as 1 or 1.0 (a CSV column with a missing value turns ints into floats)."""
+    if isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", None) == "b":  # numpy.bool_ too
+        return "true" if value else "false"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):  # float, numpy floats
+        number = float(value)
+        return str(int(number)) if number.is_integer() else str(value)
+    return str(value).strip()
 
 
 class SourceSpec(Strict):
@@ -125,14 +165,14 @@ class SourceSpec(Strict):
     label_rule: LabelRule = LabelRule()
     # Read at most this many rows (tests, smoke runs). With predefined `splits` it caps the
     # train split only: val and test stay whole, so the frozen test split never changes.
-    max_rows: Optional[int] = Field(None, ge=1)
+    max_rows: Optional[int] = Field(None, ge=1, le=MAX_ROWS)
     languages: Optional[LanguagePair] = None  # translation: this section's direction, e.g. {src: en, tgt: de}
     splits: Optional[SplitNames] = None  # predefined splits instead of a random split
 
     @model_validator(mode="after")
     def _urls_are_pinned(self) -> SourceSpec:
         if self.path.startswith(("http://", "https://")) and not self.sha256:
-            raise ValueError(f"a URL source needs sha256 to pin its content: {self.path}")
+            raise ValueError(f"a URL source needs sha256 to pin its content: {self.path!r}")
         return self
 
 
@@ -145,9 +185,9 @@ class DataParams(Strict):
     source: SourceSpec
     target: SourceSpec
     split: SplitParams = SplitParams()
-    min_chars: int = Field(1, ge=1)  # shorter texts are quarantined as empty
+    min_chars: int = Field(1, ge=1, le=MAX_COUNT)  # shorter texts are quarantined as empty
     # translation: a pair with a side longer than this many words is quarantined as over-long
-    max_words: int = Field(100, ge=1)
+    max_words: int = Field(100, ge=1, le=MAX_COUNT)
 
 
 # ---------------------------------------------------------------- model / tokenize
@@ -157,7 +197,7 @@ class ScratchConfig(Strict):
     layers: int = Field(2, ge=1, le=48)
     hidden_size: int = Field(128, ge=16, le=4096)
     heads: int = Field(2, ge=1, le=64)
-    intermediate_size: int = Field(512, ge=16)
+    intermediate_size: int = Field(512, ge=16, le=65_536)
     vocab_size: int = Field(8000, ge=500, le=250_000)
     # translation (encoder-decoder): decoder depth; None = `layers`
     decoder_layers: Optional[int] = Field(None, ge=1, le=48)
@@ -182,7 +222,7 @@ class ModelParams(Strict):
 
 class TokenizeParams(Strict):
     max_length: int = Field(128, ge=8, le=4096)
-    batch_size: int = Field(1000, ge=1)  # rows per datasets.map batch
+    batch_size: int = Field(1000, ge=1, le=MAX_COUNT)  # rows per datasets.map batch
     # translation with init scratch: the shared subword vocabulary trained over every language
     # of the run (size: model.scratch.vocab_size)
     subword: Literal["bpe", "unigram"] = "bpe"
@@ -194,12 +234,12 @@ class TokenizeParams(Strict):
 class TrainParams(Strict):
     learning_rate: float = Field(5e-5, gt=0.0, le=1.0)
     batch_size: int = Field(32, ge=1, le=4096)
-    epochs: float = Field(1.0, gt=0.0)
-    max_steps: int = Field(-1, ge=-1)  # -1: run `epochs`; otherwise stop after this many steps
+    epochs: float = Field(1.0, gt=0.0, le=1000.0)
+    max_steps: int = Field(-1, ge=-1, le=MAX_STEPS)  # -1: run `epochs`; otherwise stop after this many steps
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.01, ge=0.0)
-    eval_steps: int = Field(100, ge=1)  # evaluate (and checkpoint) every N steps
-    early_stopping_patience: int = Field(3, ge=0)  # evaluations without improvement; 0 = off
+    weight_decay: float = Field(0.01, ge=0.0, le=10.0)
+    eval_steps: int = Field(100, ge=1, le=MAX_STEPS)  # evaluate (and checkpoint) every N steps
+    early_stopping_patience: int = Field(3, ge=0, le=MAX_COUNT)  # evaluations without improvement; 0 = off
     lr_scheduler: Literal["linear", "cosine", "inverse_sqrt", "constant_with_warmup"] = "linear"
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
 
@@ -215,16 +255,16 @@ class PretrainParams(TrainParams):
     # source; mlm+supervised: the first, then the second.
     mode: Literal["mlm", "supervised", "mlm+supervised"] = "supervised"
     mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)
-    mlm_max_steps: int = Field(200, ge=1)  # MLM phase length in mlm+supervised
+    mlm_max_steps: int = Field(200, ge=1, le=MAX_STEPS)  # MLM phase length in mlm+supervised
 
 
 class FinetuneParams(TrainParams):
     # classification: full | freeze_bottom | head_only | features | llrd
     # translation: full | freeze_bottom (embeddings + bottom encoder layers) | freeze_encoder
     strategy: Literal["full", "freeze_bottom", "head_only", "features", "llrd", "freeze_encoder"] = "full"
-    freeze_layers: int = Field(2, ge=0)  # freeze_bottom: embeddings + this many bottom (encoder) layers
+    freeze_layers: int = Field(2, ge=0, le=1000)  # freeze_bottom: embeddings + this many bottom (encoder) layers
     llrd_decay: float = Field(0.8, gt=0.0, le=1.0)  # llrd: lr multiplier per layer going down
-    target_budget: Optional[int] = Field(None, ge=2)  # labelled target examples used; None = all
+    target_budget: Optional[int] = Field(None, ge=2, le=MAX_ROWS)  # labelled target examples used; None = all
 
 
 class TargetOnlyParams(TrainParams):
@@ -236,7 +276,7 @@ class GenerationParams(Strict):
 
     num_beams: int = Field(5, ge=1, le=32)  # 1 = greedy; evaluate scores both greedy and beam
     max_new_tokens: int = Field(128, ge=1, le=1024)
-    no_repeat_ngram_size: int = Field(0, ge=0)  # beam: repetition guard (0 = off)
+    no_repeat_ngram_size: int = Field(0, ge=0, le=1024)  # beam: repetition guard (0 = off)
     repetition_penalty: float = Field(1.0, ge=1.0, le=10.0)  # beam: > 1 discourages repeats
     length_penalty: float = Field(1.0, ge=0.0, le=5.0)
 
@@ -246,26 +286,26 @@ class EvaluateParams(Strict):
         default_factory=lambda: ["target_only", "zero_shot", "vader"]
     )
     target_only: TargetOnlyParams = TargetOnlyParams()
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=65_536)
     generation: GenerationParams = GenerationParams()  # translation
     # translation: fine-tune again at each of these target budgets for the learning-curve plot
     # (empty: only the run's own budget)
-    curve_budgets: list[int] = Field(default_factory=list)
-    samples: int = Field(20, ge=0)  # translation: sample translations written to reports/evaluate/samples.jsonl
-    test_rows: Optional[int] = Field(None, ge=1)  # score only the first N test rows (None = all)
+    curve_budgets: list[Annotated[int, Field(ge=2, le=MAX_ROWS)]] = Field(default_factory=list)  # like target_budget
+    samples: int = Field(20, ge=0, le=MAX_COUNT)  # translation: sample translations written to reports/evaluate/samples.jsonl
+    test_rows: Optional[int] = Field(None, ge=1, le=MAX_ROWS)  # score only the first N test rows (None = all)
 
 
 class ExportParams(Strict):
     opset: int = Field(17, ge=17, le=23)
-    parity_samples: int = Field(200, ge=1)  # validation texts compared against PyTorch
-    parity_tolerance: float = Field(1e-3, gt=0.0)  # max abs logit difference allowed
+    parity_samples: int = Field(200, ge=1, le=MAX_COUNT)  # validation texts compared against PyTorch
+    parity_tolerance: float = Field(1e-3, gt=0.0, le=10.0)  # max abs logit difference allowed
 
 
 TRANSLATION_STRATEGIES = ("full", "freeze_bottom", "freeze_encoder")
 
 
 class Params(Strict):
-    seed: int = Field(42, ge=0)
+    seed: int = Field(42, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA (bf16 where supported) if present
     task: TaskParams = ClassificationTask()
     data: DataParams
@@ -311,22 +351,44 @@ def params_path() -> Path:
     return Path(os.environ.get(PARAMS_FILE_ENV, DEFAULT_PARAMS_FILE))
 
 
+# Values and odd keys in a message: short, one line (a YAML alias can make a value of
+# millions of shared items, and a key can hold a newline).
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong, _SHORT.maxlevel = 60, 60, 40, 3
+MAX_MESSAGE = 500
+
+
+def shown(value: Any) -> str:
+    return _SHORT.repr(value)
+
+
+def one_line(text: str) -> str:
+    """Control characters escaped (a newline in a label or path must not split the message), capped."""
+    text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+def field_name(part: Any) -> str:
+    plain = isinstance(part, int) or (isinstance(part, str) and part.isidentifier())
+    return str(part) if plain else shown(part)
+
+
 def describe_error(err: ValidationError, source: str) -> str:
     """One line: the file, the dotted field and the offending value."""
     first = err.errors()[0]
     # The union's tag is not a field the user wrote: task.translation.labels -> task.labels
     loc = [part for index, part in enumerate(first["loc"]) if not (index == 1 and first["loc"][0] == "task")]
-    field = ".".join(str(part) for part in loc) or "(top level)"
+    field = ".".join(field_name(part) for part in loc) or "(top level)"
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key"
     value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    shown_value = "" if isinstance(value, dict) else f" (got {shown(value)})"
     more = len(err.errors()) - 1
     suffix = f"; and {more} more problem(s)" if more else ""
     if not first["loc"]:  # a cross-field rule: its message names the fields itself
-        return f"{source}: {message}{suffix}"
-    return f"{source}: {field}: {message}{shown}{suffix}"
+        return one_line(f"{source}: {message}{suffix}")
+    return one_line(f"{source}: {field}: {message}{shown_value}{suffix}")
 
 
 def parse_params(raw: Any, source: str = "params") -> Params:
@@ -338,14 +400,89 @@ def parse_params(raw: Any, source: str = "params") -> Params:
         raise ParamsError(describe_error(err, source)) from None
 
 
-def load_params(path: Path | None = None) -> Params:
-    path = path or params_path()
+MERGE_TAG = "tag:yaml.org,2002:merge"
+# Keys in all mappings of one file, merged (`<<`) copies included: far above any params file,
+# far below what an exponential chain of merges (a "billion laughs") would build.
+MAX_KEYS = 100_000
+
+
+class ParamsLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, with what it lets through silently made errors: a key written
+    twice in one mapping (safe_load keeps the last), a value its constructor cannot build (a date
+    such as 2024-13-45 raises ValueError there) and a merge-key chain that grows exponentially."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.written_keys: dict[Node, list[Node]] = {}
+        self.keys = 0
+
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as err:
+            raise ConstructorError(None, None, f"cannot read {shown(node.value)}: {err}", node.start_mark) from None
+
+    def flatten_mapping(self, node: MappingNode) -> None:
+        # `<<` merges are folded into node.value here: remember the keys as written first, since
+        # a written key may override a merged one but not another written one.
+        if node not in self.written_keys:
+            self.written_keys[node] = [key for key, _ in node.value if key.tag != MERGE_TAG]
+        super().flatten_mapping(node)
+        self.keys += len(node.value)
+        if self.keys > MAX_KEYS:
+            raise ConstructorError(None, None, f"more than {MAX_KEYS:,} keys (merge keys `<<` expanding?)", node.start_mark)
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        mapping = super().construct_mapping(node, deep=deep)
+        first: dict[Any, Node] = {}
+        for key_node in self.written_keys.get(node, []):
+            key = self.construct_object(key_node)  # built (and cached) by construct_mapping above
+            if key in first:
+                raise ConstructorError(None, None, duplicate_key(first[key], key_node), key_node.start_mark)
+            first[key] = key_node
+        return mapping
+
+
+def duplicate_key(first: Node, again: Node) -> str:
+    one, two = first.start_mark.line + 1, again.start_mark.line + 1
+    lines = f"line {one}" if one == two else f"lines {one} and {two}"
+    if first.value == again.value:
+        return f"duplicate key {shown(again.value)} on {lines}"
+    return f"keys {shown(first.value)} and {shown(again.value)} on {lines} are the same key"
+
+
+def read_text(path: Path) -> str:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ParamsError(f"{path}: params file not found") from None
+    except OSError as err:  # a directory, no permission
+        raise ParamsError(f"{path}: cannot read it ({err.strerror or err})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ParamsError(f"{path}: not UTF-8 at byte {err.start} (0x{data[err.start]:02x}, line {line}); save it as UTF-8") from None
+
+
+def yaml_problem(err: yaml.YAMLError, text: str) -> str:
+    """`line N not valid YAML (what)`: the line of the problem and PyYAML's one-line reason."""
+    if isinstance(err, yaml.reader.ReaderError):  # a control character
+        line = text.count("\n", 0, err.position) + 1
+        return f"line {line} not valid YAML (character {shown(chr(err.character))} is not allowed)"
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f"line {mark.line + 1} " if mark else ""
+    problem = getattr(err, "problem", None) or getattr(err, "context", None)
+    return where + "not valid YAML" + (f" ({problem})" if problem else "")
+
+
+def load_params(path: Path | None = None) -> Params:
+    path = path or params_path()
+    text = read_text(path)
+    try:
+        raw = yaml.load(text, Loader=ParamsLoader)  # ParamsLoader is a SafeLoader
     except yaml.YAMLError as err:
-        line = getattr(getattr(err, "problem_mark", None), "line", None)
-        where = f" line {line + 1}" if line is not None else ""
-        raise ParamsError(f"{path}:{where} not valid YAML") from None
+        raise ParamsError(one_line(f"{path}: {yaml_problem(err, text)}")) from None
+    except RecursionError:
+        raise ParamsError(f"{path}: not valid YAML (nested too deeply)") from None
     return parse_params(raw, str(path))

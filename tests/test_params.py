@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 import subprocess
 import sys
+import time
+import types
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import annotated_types
+import numpy as np
 import pytest
 import yaml
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from tasks.common.errors import ParamsError
-from tasks.params import load_params, parse_params
+from tasks.params import LabelRule, Params, label_key, load_params, parse_params
 from tests.conftest import REPO
 
 DATA = {
@@ -144,3 +154,206 @@ def test_a_language_pair_needs_two_languages():
     data = {**PAIRS, "source": {**PAIRS["source"], "languages": {"src": "en", "tgt": "en"}}}
     message = error_of({**TRANSLATION, "data": data})
     assert "data.source.languages" in message and "same language" in message
+
+
+# ---------------------------------------------------------------- numbers: finite and bounded
+
+
+def numeric_fields(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, list]]:
+    """(dotted path, constraints) of every int and float in the schema, nested models, unions,
+    Optional and list items included; a list item's path ends in `[]`."""
+    for name, info in model.model_fields.items():
+        yield from numeric_leaves(info.annotation, list(info.metadata), prefix + name)
+
+
+def numeric_leaves(annotation: Any, constraints: list, path: str) -> Iterator[tuple[str, list]]:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        inner, *extra = get_args(annotation)
+        # Annotated[int, Field(le=...)] keeps its bounds in the FieldInfo's metadata
+        unpacked = [part for item in extra for part in (item.metadata if isinstance(item, FieldInfo) else [item])]
+        yield from numeric_leaves(inner, constraints + unpacked, path)
+    elif origin in (Union, types.UnionType):  # Optional[...] and the task union
+        for arm in get_args(annotation):
+            yield from numeric_leaves(arm, constraints, path)
+    elif origin is list:
+        yield from numeric_leaves(get_args(annotation)[0], [], path + "[]")
+    elif origin is dict:
+        yield from numeric_leaves(get_args(annotation)[1], [], path + "{}")
+    elif origin is Literal or annotation in (str, bool, type(None)):
+        return
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield from numeric_fields(annotation, path + ".")
+    elif annotation in (int, float):
+        yield path, constraints
+    else:  # a new kind of annotation: teach the walk about it rather than skip it
+        raise AssertionError(f"{path}: unexpected annotation {annotation!r}")
+
+
+NUMERIC_FIELDS = dict(numeric_fields(Params))
+
+
+def test_the_walk_finds_the_numeric_fields():
+    assert len(NUMERIC_FIELDS) > 40
+    assert {"seed", "pretrain.epochs", "evaluate.curve_budgets[]", "data.source.label_rule.threshold"} <= set(NUMERIC_FIELDS)
+
+
+def test_every_numeric_field_has_an_upper_bound():
+    unbounded = [path for path, constraints in NUMERIC_FIELDS.items()
+                 if not any(isinstance(item, (annotated_types.Le, annotated_types.Lt)) for item in constraints)]
+    assert not unbounded, f"give these fields an upper bound (le=/lt=): {unbounded}"
+
+
+def with_value(path: str, value: Any) -> dict:
+    """{"data": DATA} with `value` at the dotted path (a one-item list for a `[]` path)."""
+    raw = copy.deepcopy({"data": DATA})
+    *parents, leaf = path.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+    if leaf.endswith("[]"):
+        node[leaf.removesuffix("[]")] = [value]
+    else:
+        node[leaf] = value
+    return raw
+
+
+@pytest.mark.parametrize("path", sorted(NUMERIC_FIELDS))
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, 10**30, 1e30], ids=["inf", "-inf", "nan", "10**30", "1e30"])
+def test_numeric_fields_refuse_inf_nan_and_huge_values(path: str, value: float):
+    message = error_of(with_value(path, value))
+    assert path.removesuffix("[]") in message, message
+
+
+DATA_YAML = yaml.safe_dump({"data": DATA})
+
+
+def write_params(tmp_path: Path, content: str | bytes) -> Path:
+    params_file = tmp_path / "params.yaml"
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    params_file.write_bytes(content)
+    return params_file
+
+
+def load_error(params_file: Path) -> str:
+    with pytest.raises(ParamsError) as caught:
+        load_params(params_file)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(str(params_file)), message
+    return message
+
+
+@pytest.mark.parametrize(
+    "line, field, value",
+    [
+        ("pretrain: {epochs: .inf}", "pretrain.epochs", "inf"),  # validated, then OverflowError in training
+        ("finetune: {weight_decay: .inf}", "finetune.weight_decay", "inf"),
+        ("export: {parity_tolerance: .inf}", "export.parity_tolerance", "inf"),  # any difference would pass
+        ("seed: 12345678901234567890123", "seed", "12345678901234567890123"),  # numpy/torch refuse it
+        ("evaluate: {curve_budgets: [.nan]}", "evaluate.curve_budgets.0", "nan"),
+    ],
+)
+def test_issue_files_with_unbounded_numbers(tmp_path: Path, line: str, field: str, value: str):
+    message = load_error(write_params(tmp_path, DATA_YAML + line + "\n"))
+    assert f": {field}: " in message and f"(got {value})" in message and "more problem" not in message
+
+
+# ---------------------------------------------------------------- reading the file
+
+
+def test_a_latin1_byte_names_the_byte(tmp_path: Path):
+    params_file = write_params(tmp_path, b"# caf\xe9 au lait\n" + DATA_YAML.encode())
+    assert load_error(params_file) == f"{params_file}: not UTF-8 at byte 5 (0xe9, line 1); save it as UTF-8"
+
+
+def test_a_utf8_byte_order_mark_is_fine(tmp_path: Path):
+    assert load_params(write_params(tmp_path, "\ufeff" + DATA_YAML)).seed == 42
+
+
+def test_a_directory_is_one_line(tmp_path: Path):
+    assert "cannot read it" in load_error(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("seed: 1\nseed: 1\n" + DATA_YAML, "line 2 not valid YAML (duplicate key 'seed' on lines 1 and 2)"),
+        (DATA_YAML + "finetune:\n  learning_rate: 1.0e-4\n  learning_rate: 2.0e-4\n", "duplicate key 'learning_rate' on lines"),
+        (DATA_YAML + "x: {1: a, 1.0: b}\n", "keys '1' and '1.0' on line"),  # equal in Python: one would be lost
+        ("seed: !!python/object/apply:os.system [ls]\n", "line 1 not valid YAML (could not determine a constructor"),
+        ("seed: 2024-13-45\n", "line 1 not valid YAML (cannot read '2024-13-45': month must be in 1..12)"),
+        ("seed: \x07\n", "line 1 not valid YAML (character '\\x07' is not allowed)"),
+        ("[" * 3000 + "]" * 3000, "nested too deeply"),
+    ],
+)
+def test_yaml_problems_are_one_line(tmp_path: Path, content: str, expected: str):
+    assert expected in load_error(write_params(tmp_path, content))
+
+
+def test_a_written_key_may_override_a_merged_one(tmp_path: Path):
+    content = DATA_YAML + (
+        "evaluate:\n  target_only: &base {learning_rate: 1.0e-4, epochs: 3.0}\n"
+        "finetune: {<<: *base, epochs: 4.0}\n"
+    )
+    params = load_params(write_params(tmp_path, content))
+    assert (params.finetune.learning_rate, params.finetune.epochs) == (1e-4, 4.0)
+
+
+def alias_bomb(merge: bool) -> str:
+    """Nine levels of nine references each: 9**9 items if anything expanded them."""
+    lines = ["l0: &l0 {" + ", ".join(f"k{index}: 1" for index in range(9)) + "}"]
+    for level in range(1, 10):
+        refs = ", ".join([f"*l{level - 1}"] * 9)
+        lines.append(f"l{level}: &l{level} " + ("{<<: [" + refs + "]}" if merge else "[" + refs + "]"))
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (alias_bomb(merge=True), "merge keys"),  # flattening `<<` copies the pairs at each level
+        (alias_bomb(merge=False).replace("l9: &l9", "seed:"), "seed"),  # shared lists: the message must not print them
+    ],
+)
+def test_alias_bombs_are_refused_quickly(tmp_path: Path, content: str, expected: str):
+    started = time.monotonic()
+    message = load_error(write_params(tmp_path, content))
+    assert expected in message and len(message) < 600
+    assert time.monotonic() - started < 10
+
+
+def test_messages_stay_one_line_with_newlines_in_names_and_values():
+    assert "'bad\\nkey'" in error_of({"data": DATA, "bad\nkey": 1})
+    assert "labels must be unique" in error_of({"data": DATA, "task": {"labels": ["a\nb", "a\nb"]}})
+    assert "sha256" in error_of({"data": {**DATA, "target": {"path": "https://x.org/a\nb"}}})
+
+
+# ---------------------------------------------------------------- label_key
+
+
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        (True, "true"), (False, "false"), (np.bool_(True), "true"),  # YAML/JSON spelling, not Python's
+        (1, "1"), (1.0, "1"), (np.float64(1.0), "1"), (np.float32(2.0), "2"), (np.int64(3), "3"), (-0.0, "0"),
+        (2.5, "2.5"), (np.float64(0.1), "0.1"), (math.nan, "nan"),
+        (" positive ", "positive"), ("True", "True"), ("1.0", "1.0"), (None, "None"),
+    ],
+)
+def test_label_key(raw: Any, key: str):
+    assert label_key(raw) == key
+
+
+def test_boolean_mapping_keys_are_yaml_spelled(tmp_path: Path):
+    assert LabelRule(mapping={True: "positive"}).mapping == {"true": "positive"}
+    rule_line = "\n    label_rule: {mapping: {true: positive, false: negative, 2.0: positive}}"  # the issue's file, and a float
+    content = DATA_YAML.replace("path: data/source.tsv", "path: data/source.tsv" + rule_line)
+    rule = load_params(write_params(tmp_path, content)).data.source.label_rule
+    assert rule.mapping == {"true": "positive", "false": "negative", "2": "positive"}
+
+
+@pytest.mark.parametrize("mapping", [{1: "positive", "1": "negative"}, {True: "positive", "true": "negative"}, {"a": "x", " a ": "y"}])
+def test_mapping_keys_of_one_label_key_are_refused(mapping: dict):
+    message = error_of({"data": {**DATA, "source": {**DATA["source"], "label_rule": {"mapping": mapping}}}})
+    assert "data.source.label_rule.mapping: keys" in message and "are the same raw label" in message

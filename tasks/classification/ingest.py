@@ -7,6 +7,10 @@ counts add up per domain:
     rows_read == kept + dropped_neutral + quarantined + duplicates + conflicting_duplicates
                  + leakage_removed
 
+and per input file (`files` in the report; checked on every run, see prepared.file_accounts):
+rows_read == kept + quarantined (by reason) + dropped (by reason). A fatal error (no usable
+rows, one class) still writes the quarantine file and the report, with the error.
+
 Inputs (`data.source` / `data.target`): a csv / tsv (.txt) / jsonl / parquet file or a directory
 of them, an http(s) URL pinned by sha256, or (format "hf") a datasets hub id, a directory saved
 with `save_to_disk`, or a directory of data files that `datasets.load_dataset` reads.
@@ -32,18 +36,21 @@ from tasks.common.sources import (
     is_missing,
     json_safe,
     leak_key,
+    not_text,
     read_records,
     resolve_input,
 )
-from tasks.params import LabelRule, Params, SplitParams
+from tasks.params import LabelRule, Params, SplitParams, label_key
 
 # Every reason a row can be quarantined for: the report lists each (zeros included), so
 # `dvc metrics diff` compares like with like.
-QUARANTINE_KINDS = READ_PROBLEMS + ("empty_text", "missing_label", "not_a_number", "unknown_label")
+QUARANTINE_KINDS = READ_PROBLEMS + ("not_text", "empty_text", "missing_label", "not_a_number", "unknown_label")
+RAW_SHOWN = 3  # the most common raw values a fatal error names
 
 
 @dataclass
 class Example:
+    file: str  # the input file it came from (for the per-file accounts)
     id: str
     text: str
     label: str
@@ -85,18 +92,13 @@ def check_rules(p: Params) -> None:
 # ---------------------------------------------------------------- labelling and cleaning
 
 
-def raw_key(value: Any) -> str:
-    """A raw label as the string the mapping is keyed by (YAML/JSON spelling for booleans)."""
-    return str(value).lower() if isinstance(value, bool) else str(value).strip()
-
-
 def apply_rule(raw: Any, rule: LabelRule, labels: list[str]) -> str | Bad | None:
     """The class name, a Bad to quarantine, or None for a neutral row (dropped and counted)."""
     if is_missing(raw):
         return Bad("missing_label", "missing label")
     if rule.kind == "threshold":
         return by_threshold(raw, rule, labels)
-    name = rule.mapping.get(raw_key(raw), raw_key(raw))
+    name = rule.mapping.get(label_key(raw), label_key(raw))
     return name if name in labels else Bad("unknown_label", f"unknown label {name!r}")
 
 
@@ -106,7 +108,7 @@ def by_threshold(raw: Any, rule: LabelRule, labels: list[str]) -> str | Bad | No
     except (TypeError, ValueError):
         score = math.nan
     if not math.isfinite(score):
-        return Bad("not_a_number", f"label {raw_key(raw)!r} is not a number (label_rule threshold)")
+        return Bad("not_a_number", f"label {label_key(raw)!r} is not a number (label_rule threshold)")
     # At the threshold itself a score is neither side: neutral even when neutral_band is 0.
     if abs(score - rule.threshold) < rule.neutral_band or score == rule.threshold:
         return None
@@ -117,6 +119,9 @@ def judge(record: Record, rule: LabelRule, labels: list[str], min_chars: int) ->
     """The class name, a Bad to quarantine the row, or None for a neutral row."""
     if record.problem:
         return record.problem
+    wrong_type = not_text(record.values["text"], "text")
+    if wrong_type:
+        return wrong_type
     text = clean_text(record.values["text"])
     if len(text) < min_chars:
         return Bad("empty_text", f"empty or too short text ({len(text)} chars, min_chars {min_chars})")
@@ -128,6 +133,7 @@ def quarantine_row(domain: str, record: Record, bad: Bad) -> dict:
         "domain": domain,
         "file": record.file,
         "row": record.row,
+        "kind": bad.kind,
         "reason": bad.reason,
         "text": json_safe(record.values["text"]),
         "raw_label": json_safe(record.values["label"]),
@@ -138,41 +144,58 @@ def label_records(domain: Domain, records: Iterable[Record], p: Params) -> None:
     rule = domain.spec.label_rule
     for record in records:
         domain.rows_read += 1
+        domain.read_row(record.file)
         outcome = judge(record, rule, p.task.labels, p.data.min_chars)
         if isinstance(outcome, Bad):
-            domain.counts[f"quarantined.{outcome.kind}"] += 1
+            domain.tally(record.file, f"quarantined.{outcome.kind}")
             domain.quarantined.append(quarantine_row(domain.name, record, outcome))
         elif outcome is None:
-            domain.counts["neutral"] += 1
+            domain.tally(record.file, "neutral")
         else:
-            domain.examples.append(Example(record.id, clean_text(record.values["text"]), outcome, len(domain.examples)))
+            domain.long_records.see(record)
+            text = clean_text(record.values["text"])
+            domain.examples.append(Example(record.file, record.id, text, outcome, len(domain.examples)))
 
 
 def deduplicate(domain: Domain) -> None:
-    """Keep the first of identical texts; drop every copy of a text that carries two labels."""
+    """Keep the first of identical texts; drop every copy of a text that carries two labels.
+    Texts count as identical as leakage removal sees them (case-insensitively)."""
     copies: dict[str, list[Example]] = {}
     for example in domain.examples:
-        copies.setdefault(example.text, []).append(example)
+        copies.setdefault(leak_key(example.text), []).append(example)
     kept = []
     for group in copies.values():  # insertion order: the first copy's position
-        if len({example.label for example in group}) > 1:
-            domain.counts["conflicting_duplicates"] += len(group)
-        else:
+        conflicting = len({example.label for example in group}) > 1
+        if not conflicting:
             kept.append(group[0])
-            domain.counts["duplicates"] += len(group) - 1
+        for example in group if conflicting else group[1:]:
+            domain.tally(example.file, "conflicting_duplicates" if conflicting else "duplicates")
     domain.examples = kept
 
 
 def check_usable(domain: Domain) -> None:
     labels = Counter(example.label for example in domain.examples)
     if not labels:
-        raise DataError(f"{domain.where}: no usable rows ({describe_losses(domain)})")
+        raise DataError(f"{domain.where}: no usable rows ({describe_losses(domain)}){common_raw_values(domain)}")
     if len(labels) < 2:
         (only, count), = labels.items()
         raise DataError(
             f"{domain.where}: only one class after labelling ({only!r}: {count} rows; {describe_losses(domain)}); "
-            "a classifier needs at least two"
+            f"a classifier needs at least two{common_raw_values(domain)}"
         )
+
+
+def common_raw_values(domain: Domain) -> str:
+    """The most common raw values behind the main quarantine reason, e.g. `; most common raw
+    label among unknown_label rows: '1.0' (120), '0.0' (79)`: what the user has to map."""
+    if not domain.quarantined:
+        return ""
+    reasons = Counter(row["kind"] for row in domain.quarantined)
+    (kind, _), = reasons.most_common(1)
+    column = "text" if kind in ("empty_text", "not_text") or kind in READ_PROBLEMS else "raw_label"
+    values = Counter(repr(row[column])[:60] for row in domain.quarantined if row["kind"] == kind)
+    shown = ", ".join(f"{value} ({n})" for value, n in values.most_common(RAW_SHOWN))
+    return f"; most common {'text' if column == 'text' else 'raw label'} among {kind} rows: {shown}"
 
 
 def describe_losses(domain: Domain) -> str:
@@ -217,9 +240,13 @@ def stratified_split(domain: Domain, fractions: SplitParams, seed: int) -> None:
 
 
 def drop_keys(domain: Domain, split: str, keys: set[str], counter: str) -> None:
-    before = domain.splits[split]
-    domain.splits[split] = [e for e in before if leak_key(e.text) not in keys]
-    domain.counts[counter] += len(before) - len(domain.splits[split])
+    kept = []
+    for example in domain.splits[split]:
+        if leak_key(example.text) in keys:
+            domain.tally(example.file, counter)
+        else:
+            kept.append(example)
+    domain.splits[split] = kept
 
 
 def remove_leaks(domain: Domain) -> None:
@@ -251,6 +278,8 @@ def check_splits(domain: Domain) -> None:
 
 
 def domain_report(domain: Domain, labels: list[str]) -> dict:
+    """The domain's counts; before the split (a fatal error) its usable rows count as kept."""
+    kept_rows = [e for rows in domain.splits.values() for e in rows] if domain.splits else domain.examples
     quarantined = {kind: domain.counts[f"quarantined.{kind}"] for kind in QUARANTINE_KINDS}
     leakage = {k.split(".", 1)[1]: n for k, n in sorted(domain.counts.items()) if k.startswith("leakage.")}
     splits = {
@@ -260,13 +289,15 @@ def domain_report(domain: Domain, labels: list[str]) -> dict:
     return {
         "input": {**domain.input, "format": domain.spec.format, "max_rows": domain.spec.max_rows},
         "rows_read": domain.rows_read,
-        "kept": sum(len(rows) for rows in domain.splits.values()),
+        "kept": len(kept_rows),
         "dropped_neutral": domain.counts["neutral"],
         "quarantined": {"total": sum(quarantined.values()), "by_reason": quarantined},
         "duplicates": domain.counts["duplicates"],
         "conflicting_duplicates": domain.counts["conflicting_duplicates"],
         "leakage_removed": {"total": sum(leakage.values()), **leakage},
         "splits": splits,
+        "files": prepared.file_accounts(domain, kept_rows),
+        "long_records": domain.long_records.report(),
     }
 
 
@@ -284,29 +315,40 @@ def build_report(domains: list[Domain], p: Params, paths: Paths) -> dict:
 # ---------------------------------------------------------------- the stage
 
 
-def prepare_domain(name: str, p: Params, paths: Paths) -> Domain:
-    domain = Domain(name, getattr(p.data, name))
+def read_domain(domain: Domain, p: Params, paths: Paths) -> None:
     cache_dir = paths.root / "data" / "cache"
     try:
-        location, domain.input = resolve_input(name, domain.spec, cache_dir)
-        label_records(domain, read_records(name, domain.spec, location, columns_of(domain), cache_dir), p)
+        location, domain.input = resolve_input(domain.name, domain.spec, cache_dir)
+        label_records(domain, read_records(domain.name, domain.spec, location, columns_of(domain), cache_dir), p)
     except OSError as err:  # unreadable file, permissions, a disk error: the user's to fix
         where = err.filename or domain.spec.path
-        raise DataError(f"data.{name}.path: {where}: cannot read: {err.strerror or err}") from None
+        raise DataError(f"{domain.field_name}.path: {where}: cannot read: {err.strerror or err}") from None
+
+
+def split_domain(domain: Domain, p: Params) -> None:
     deduplicate(domain)
     check_usable(domain)
     stratified_split(domain, p.data.split, p.seed)
     remove_leaks(domain)
-    return domain
 
 
 def run(p: Params, paths: Paths) -> dict:
-    """Read, label, clean, split and write both domains; returns the report (reports/data.json)."""
+    """Read, label, clean, split and write both domains; returns the report (reports/data.json).
+    An input that cannot be read stops before anything is written; data that can be read but not
+    used (no usable rows, one class) still writes the quarantine file and the report."""
     check_rules(p)
-    source, target = (prepare_domain(name, p, paths) for name in DOMAINS)
-    remove_cross_domain_leaks(source, target)
-    for domain in (source, target):
-        check_splits(domain)
-    report = build_report([source, target], p, paths)
-    prepared.write_prepared([source, target], report, paths)
+    source, target = domains = [Domain(name, getattr(p.data, name)) for name in DOMAINS]
+    for domain in domains:
+        read_domain(domain, p, paths)
+    try:
+        for domain in domains:
+            split_domain(domain, p)
+        remove_cross_domain_leaks(source, target)
+        for domain in domains:
+            check_splits(domain)
+    except DataError as err:
+        prepared.write_failed(domains, build_report(domains, p, paths), err, paths)
+        raise
+    report = build_report(domains, p, paths)
+    prepared.write_prepared(domains, report, paths)
     return report

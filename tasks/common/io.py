@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -19,8 +20,35 @@ def _umask() -> int:
     return current
 
 
+def _stale_name(name: str) -> re.Pattern[str]:
+    # mkstemp/mkdtemp names are prefix + a random part without dots + suffix; requiring "no dot"
+    # keeps `.model.<random>.tmp` from matching the temp `.model.onnx.<random>.tmp` of `model.onnx`.
+    return re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]+\.tmp|\.{re.escape(name)}\.old")
+
+
+def remove_stale_temps(final: Path) -> list[Path]:
+    """Remove the temp siblings a killed writer of `final` left (`.{name}.*.tmp`, `.{name}.old`).
+
+    Outputs are written beside their final path and renamed (atomic_dir, write_text_atomic); a
+    kill -9 skips the cleanup, and DVC never sees these dot-names, so nothing else removes them.
+    One writer per path is assumed (DVC's repository lock): only `final`'s own leftovers go.
+    """
+    final = Path(final)
+    if not final.parent.is_dir():
+        return []
+    pattern = _stale_name(final.name)
+    stale = [entry for entry in final.parent.iterdir() if pattern.fullmatch(entry.name)]
+    for entry in stale:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    return stale
+
+
 def _tmp_sibling(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     # mkstemp makes owner-only files; outputs get the usual permissions like any other file.
@@ -69,6 +97,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a fresh temp directory beside `final`; on success it replaces `final` whole."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only
     try:

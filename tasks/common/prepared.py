@@ -5,12 +5,14 @@ Each kind decides the fields of its rows; the layout and the guarantees are shar
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tasks.common.errors import DataError, HandoffError
 from tasks.common.io import atomic_dir, read_jsonl, write_json_atomic, write_jsonl_atomic
 from tasks.common.paths import DOMAINS, SPLITS, Paths
+from tasks.common.sources import LongRecords
 from tasks.params import SourceSpec
 
 
@@ -24,7 +26,18 @@ class Domain:
     input: dict = field(default_factory=dict)  # the input's identity (path, sha256, ...) for the report
     quarantined: list[dict] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
-    splits: dict[str, list[Any]] = field(default_factory=dict)
+    splits: dict[str, list[Any]] = field(default_factory=dict)  # rows with `file` and `output()`
+    by_file: dict[str, Counter] = field(default_factory=dict)  # the conservation law's ledger
+    long_records: LongRecords = field(default_factory=LongRecords)
+
+    def read_row(self, file: str) -> None:
+        self.by_file.setdefault(file, Counter())[ROWS_READ] += 1
+
+    def tally(self, file: str, outcome: str) -> None:
+        """Where one row that was read went (other than kept): "quarantined.<reason>" or a
+        reason it was dropped; counted for the domain and for the file it came from."""
+        self.counts[outcome] += 1
+        self.by_file.setdefault(file, Counter())[outcome] += 1
 
     @property
     def field_name(self) -> str:
@@ -34,6 +47,36 @@ class Domain:
     def where(self) -> str:
         """How errors name this domain: the params section and the input it points at."""
         return f"data.{self.name} ({self.spec.path})"
+
+
+ROWS_READ = "rows_read"
+QUARANTINED = "quarantined."
+
+
+def file_accounts(domain: Domain, kept_rows: Iterable[Any]) -> dict[str, dict]:
+    """Per input file: rows_read == kept + quarantined (by reason) + dropped (by reason).
+    Checked on every ingest: a row that went nowhere is a bug in ingest, not a user mistake."""
+    kept = Counter(row.file for row in kept_rows)
+    accounts = {}
+    for file, counts in domain.by_file.items():
+        quarantined = {k.removeprefix(QUARANTINED): n for k, n in sorted(counts.items()) if k.startswith(QUARANTINED)}
+        dropped = {k: n for k, n in sorted(counts.items()) if k != ROWS_READ and not k.startswith(QUARANTINED)}
+        account = {ROWS_READ: counts[ROWS_READ], "kept": kept[file], "quarantined": quarantined, "dropped": dropped}
+        accounted = account["kept"] + sum(quarantined.values()) + sum(dropped.values())
+        if accounted != account[ROWS_READ]:
+            raise AssertionError(f"ingest lost track of rows of {file}: read {account[ROWS_READ]}, accounted for {accounted}: {account}")
+        accounts[file] = account
+    return accounts
+
+
+def write_failed(domains: list[Domain], report: dict, error: Exception, paths: Paths) -> None:
+    """A fatal data error still leaves something to inspect, and nothing stale: data/prepared
+    becomes the quarantine file alone (no splits, so no later stage runs on old ones) and the
+    data report holds the counts so far and the error."""
+    with atomic_dir(paths.prepared) as tmp:
+        quarantined = [row for domain in domains for row in domain.quarantined]
+        write_jsonl_atomic(tmp / paths.quarantine.relative_to(paths.prepared), quarantined)
+    write_json_atomic(paths.data_report, {**report, "error": str(error)})
 
 
 def write_prepared(domains: list[Domain], report: dict, paths: Paths) -> None:
@@ -70,5 +113,7 @@ def summary(report: dict) -> str:
         d = report[name]
         sizes = "/".join(str(d["splits"][s]["rows"]) for s in SPLITS)
         quarantined = d["quarantined"]["total"]
-        parts.append(f"{name} {d['kept']} kept of {d['rows_read']} (train/val/test {sizes}, quarantined {quarantined})")
+        flagged = d["long_records"]["total"]
+        note = f", {flagged} long records flagged" if flagged else ""
+        parts.append(f"{name} {d['kept']} kept of {d['rows_read']} (train/val/test {sizes}, quarantined {quarantined}{note})")
     return "ingest: " + "; ".join(parts)

@@ -22,14 +22,17 @@ import itertools
 import json
 import math
 import os
+import re
+import statistics
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
-from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, BinaryIO, NamedTuple, Optional
 
 from tasks.common.errors import DataError, ParamsError
 from tasks.common.io import sha256_file
@@ -39,7 +42,10 @@ from tasks.params import SourceSpec
 SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
 ID_COLUMN = "id"  # used as the row id when the input has it; otherwise the row number
 # What the readers themselves can find wrong with a row; each kind adds its own reasons.
-READ_PROBLEMS = ("undecodable", "malformed_row", "wrong_field_count", "bad_json")
+READ_PROBLEMS = ("undecodable", "malformed_row", "unbalanced_quote", "wrong_field_count", "bad_json")
+
+# C0/C1 control characters other than whitespace (which clean_text turns into spaces).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
 
 Roles = Mapping[str, str]  # role ("text", "source", ...) -> column name in the input
 
@@ -63,6 +69,7 @@ class Record:
     values: dict[str, Any]
     problem: Optional[Bad] = None  # already known bad while reading (bytes, fields, JSON)
     files: Optional[dict[str, str]] = None  # role -> file, when the roles come from different files
+    lines: int = 1  # physical lines it spans (a quoted CSV field may hold newlines)
 
 
 def field_of(name: str) -> str:
@@ -169,18 +176,28 @@ def require_columns(present: list[str], roles: Roles, shown: str, field_name: st
         if wanted not in present:
             listed = ", ".join(map(str, present))
             raise DataError(f"{field_name}.columns.{role}: column {wanted!r} not in {shown} (columns: {listed})")
+        if present.count(wanted) > 1:  # which one the user meant cannot be guessed
+            raise DataError(f"{field_name}.columns.{role}: column {wanted!r} appears {present.count(wanted)} times in {shown}")
 
 
 def record_id(value: Any, row: int) -> str:
     return str(row) if value is None or str(value).strip() == "" else str(value).strip()
 
 
-def decoded_lines(handle: Iterable[bytes], bad_lines: set[int]) -> Iterator[str]:
+def raw_lines(handle: BinaryIO) -> Iterator[bytes]:
+    """The physical lines of a file, BOM removed. Lines end at LF or CRLF; a file with CRs but
+    no LF in its first 64 KiB (classic Mac) ends them at CR."""
+    head = handle.read(1 << 16)
+    handle.seek(0)
+    lines = handle.read().splitlines(keepends=True) if b"\r" in head and b"\n" not in head else handle
+    for number, raw in enumerate(lines, start=1):
+        yield raw.removeprefix(codecs.BOM_UTF8) if number == 1 else raw
+
+
+def decoded_lines(handle: BinaryIO, bad_lines: set[int]) -> Iterator[str]:
     """Each physical line decoded on its own, so one bad byte costs one row, not the file.
     Undecodable lines are yielded with U+FFFD in place and their numbers collected."""
-    for number, raw in enumerate(handle, start=1):
-        if number == 1:
-            raw = raw.removeprefix(codecs.BOM_UTF8)
+    for number, raw in enumerate(raw_lines(handle), start=1):
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -188,56 +205,148 @@ def decoded_lines(handle: Iterable[bytes], bad_lines: set[int]) -> Iterator[str]
             yield raw.decode("utf-8", errors="replace")
 
 
+class PhysicalLines:
+    """Numbered lines for csv.reader that remember the lines of the record being parsed, so a
+    runaway quoted field can be undone: its lines are pushed back and read again as rows."""
+
+    def __init__(self, lines: Iterator[str]):
+        self._lines = enumerate(lines, start=1)
+        self._pushed: deque[tuple[int, str]] = deque()
+        self.taken: list[tuple[int, str]] = []
+
+    def __iter__(self) -> PhysicalLines:
+        return self
+
+    def __next__(self) -> str:
+        item = self._pushed.popleft() if self._pushed else next(self._lines)
+        self.taken.append(item)
+        return item[1]
+
+    def next_record(self) -> None:
+        self.taken = []
+
+    def push_back(self, items: list[tuple[int, str]]) -> None:
+        self._pushed.extendleft(reversed(items))
+
+
+@dataclass
+class RawRow:
+    first: int  # physical line numbers
+    last: int
+    fields: list[str]
+    problem: Optional[Bad] = None
+
+
+def parse_record(lines: PhysicalLines, dialect: dict) -> tuple[Optional[list[str]], Optional[str]]:
+    """The next record's fields (None at the end) and the strict parser's complaint, if any."""
+    lines.next_record()
+    try:
+        return next(csv.reader(lines, strict=True, **dialect), None), None
+    except csv.Error as err:
+        return [], str(err)
+
+
+def parse_line(line: str, dialect: dict) -> tuple[list[str], Optional[str]]:
+    """One line parsed leniently, as a spreadsheet would: `1,"good" stuff,x` reads `good stuff`."""
+    try:
+        return next(csv.reader([line], **dialect), []), None
+    except csv.Error as err:
+        return [], str(err)
+
+
+def looks_like_rows(lines: list[tuple[int, str]], dialect: dict, width: int) -> bool:
+    """Whether the continuation lines of a multi-line quoted field are really rows of their own
+    (most of them parse alone into exactly the header's number of fields)."""
+    complete = sum(len(parse_line(text, dialect)[0]) == width for _, text in lines if text.strip())
+    return complete >= 2 and complete * 2 >= len(lines)
+
+
+# Python's csv messages, as a user who never opened the csv module would say them.
+CSV_ERRORS = {
+    "new-line character seen in unquoted field": "a carriage return (CR) inside a field that is not quoted",
+    "unexpected end of data": "the file ends inside the quoted field",
+    "',' expected after '\"'": "a closing quote followed by more text instead of a comma",
+}
+
+
+def csv_problem(error: str) -> str:
+    return next((plain for raw, plain in CSV_ERRORS.items() if error.startswith(raw)), error)
+
+
+def runaway(taken: list[tuple[int, str]], error: Optional[str]) -> Bad:
+    first, last = taken[0][0], taken[-1][0]
+    how = csv_problem(error) if error else "the lines inside it read as rows of their own"
+    return Bad(
+        "unbalanced_quote",
+        f"a quoted field opens on line {first} and runs to line {last} ({how}); only line {first} is quarantined, "
+        "the lines after it are read as rows",
+    )
+
+
+def delimited_rows(lines: PhysicalLines, dialect: dict, width: int) -> Iterator[RawRow]:
+    """Every non-blank record. A quoted field that runs over several lines and then breaks the
+    CSV rules (or swallows lines that look like rows) is a stray quote, not a multi-line text:
+    its opening line alone is quarantined, and every line after it is read again."""
+    while True:
+        fields, error = parse_record(lines, dialect)
+        taken = lines.taken
+        if not taken:
+            return
+        if len(taken) > 1 and (error or looks_like_rows(taken[1:], dialect, width)):
+            lines.push_back(taken[1:])
+            yield RawRow(taken[0][0], taken[0][0], [taken[0][1].rstrip("\r\n")], runaway(taken, error))
+            continue
+        if error:  # one line breaking the strict rules: read it as a spreadsheet would
+            fields, error = parse_line(taken[0][1], dialect)
+        if fields or error:
+            problem = Bad("malformed_row", f"malformed row: {csv_problem(error)}") if error else None
+            yield RawRow(taken[0][0], taken[-1][0], fields or [taken[0][1].rstrip("\r\n")], problem)
+
+
+def read_header(lines: PhysicalLines, dialect: dict, shown: str, field_name: str) -> list[str]:
+    fields, error = parse_record(lines, dialect)
+    if error:
+        raise DataError(f"{field_name}.path: {shown}: line 1 (the header) cannot be read: {csv_problem(error)}")
+    if not fields:
+        raise DataError(f"{field_name}.path: {shown}: empty file (no header row)")
+    return [name.strip() for name in fields]
+
+
 def read_delimited(path: Path, shown: str, fmt: str, roles: Roles, field_name: str) -> Iterator[Record]:
     # TSV is read without quoting: the VADER files have fields that start with an unbalanced '"'
     # (e.g. `"  this problem vanished...`), which quote-aware parsing would run into the next rows.
-    delimiter, quoting = ("\t", csv.QUOTE_NONE) if fmt == "tsv" else (",", csv.QUOTE_MINIMAL)
+    dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {"delimiter": ","}
     with path.open("rb") as handle:
         bad_lines: set[int] = set()
-        reader = csv.reader(decoded_lines(handle, bad_lines), delimiter=delimiter, quoting=quoting)
-        header = [name.strip() for name in next(reader, [])]
-        if not header:
-            raise DataError(f"{field_name}.path: {shown}: empty file (no header row)")
+        lines = PhysicalLines(decoded_lines(handle, bad_lines))
+        header = read_header(lines, dialect, shown, field_name)
         require_columns(header, roles, shown, field_name)
-        for first, last, fields, error in delimited_rows(reader):
-            undecodable = not bad_lines.isdisjoint(range(first, last + 1))
-            yield delimited_record(shown, first, header, fields, roles, delimiter, error, undecodable)
+        for raw in delimited_rows(lines, dialect, len(header)):
+            undecodable = not bad_lines.isdisjoint(range(raw.first, raw.last + 1))
+            yield delimited_record(shown, raw, header, roles, dialect["delimiter"], undecodable)
 
 
-def delimited_rows(reader) -> Iterator[tuple[int, int, list[str], Optional[str]]]:
-    """(first line, last line, fields, csv error) per non-blank record; a record may span lines."""
-    first = reader.line_num + 1
-    while True:
-        try:
-            fields, error = next(reader), None
-        except StopIteration:
-            return
-        except csv.Error as err:
-            fields, error = [], str(err)
-        if fields or error:
-            yield first, reader.line_num, fields, error
-        first = reader.line_num + 1
-
-
-def delimited_record(shown, row, header, fields, roles: Roles, delimiter, error, undecodable) -> Record:
-    values = dict(zip(header, fields))
-    row_id = record_id(values.get(ID_COLUMN), row)
-    record = Record(shown, row, row_id, {role: values.get(column) for role, column in roles.items()})
+def delimited_record(shown: str, raw: RawRow, header: list[str], roles: Roles, delimiter: str, undecodable: bool) -> Record:
+    values = dict(zip(header, raw.fields))
+    row_id = record_id(values.get(ID_COLUMN), raw.first)
+    lines = raw.last - raw.first + 1
+    if raw.problem and raw.problem.kind == "unbalanced_quote":
+        return unparsed(shown, raw.first, row_id, raw.fields[0], roles, raw.problem)
+    record = Record(shown, raw.first, row_id, {role: values.get(column) for role, column in roles.items()}, lines=lines)
     if undecodable:
         record.problem = Bad("undecodable", "undecodable bytes (not UTF-8)")
-    elif error:
-        record.problem = Bad("malformed_row", f"malformed row: {error}")
-    elif len(fields) != len(header):
-        problem = Bad("wrong_field_count", f"expected {len(header)} fields, got {len(fields)}")
-        return unparsed(shown, row, row_id, delimiter.join(fields), roles, problem)
+    elif raw.problem:
+        return unparsed(shown, raw.first, row_id, raw.fields[0], roles, raw.problem)
+    elif len(raw.fields) != len(header):
+        problem = Bad("wrong_field_count", f"expected {len(header)} fields, got {len(raw.fields)}")
+        return unparsed(shown, raw.first, row_id, delimiter.join(raw.fields), roles, problem)
     return record
 
 
 def read_jsonl(path: Path, shown: str, roles: Roles, field_name: str) -> Iterator[Record]:
     checked = False
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            raw = raw.removeprefix(codecs.BOM_UTF8) if number == 1 else raw
+        for number, raw in enumerate(raw_lines(handle), start=1):
             if not raw.strip():
                 continue
             obj, problem = parse_json_line(raw)
@@ -369,13 +478,52 @@ def read_records(
 # ---------------------------------------------------------------- cleaning and quarantine
 
 
+class LongRecords:
+    """Records spanning many physical lines, or far longer than their file's typical record: kept,
+    but flagged in the data report, since a stray quote that the parser could not tell from a
+    multi-line text, or two files run together, look like this."""
+
+    MAX_LINES = 10  # a record over this many physical lines is flagged
+    LENGTH_FACTOR = 20  # ... or one this many times its file's median length
+    MIN_CHARS = 1000  # ... and at least this long (short texts vary too much to judge)
+    SHOWN = 10  # records listed in the report
+
+    def __init__(self) -> None:
+        self.lengths: dict[str, list[int]] = {}
+        self.candidates: list[tuple[str, int, int, int]] = []  # (file, row, lines, chars)
+
+    def see(self, record: Record) -> None:
+        chars = sum(len(value) for value in record.values.values() if isinstance(value, str))
+        self.lengths.setdefault(record.file, []).append(chars)
+        if record.lines > 1 or chars >= self.MIN_CHARS:
+            self.candidates.append((record.file, record.row, record.lines, chars))
+
+    def report(self) -> dict:
+        medians = {file: statistics.median(lengths) for file, lengths in self.lengths.items()}
+        flagged = [
+            {"file": file, "row": row, "lines": lines, "chars": chars}
+            for file, row, lines, chars in self.candidates
+            if lines > self.MAX_LINES or chars >= max(self.MIN_CHARS, self.LENGTH_FACTOR * medians[file])
+        ]
+        return {"total": len(flagged), "first": flagged[: self.SHOWN]}
+
+
 def is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
 
 
 def clean_text(value: Any) -> str:
-    """Whitespace normalised: runs of spaces, tabs and newlines become one space."""
-    return "" if is_missing(value) else " ".join(str(value).split())
+    """Whitespace normalised (runs of spaces, tabs and newlines become one space) and control
+    characters (NUL, escape codes...) removed: they are never part of a text."""
+    return "" if is_missing(value) else " ".join(CONTROL_CHARACTERS.sub("", str(value)).split())
+
+
+def not_text(value: Any, role: str) -> Optional[Bad]:
+    """A value that is there but is not a string (a list, a number, a mapping in JSON or
+    parquet) is quarantined: its Python spelling would otherwise become training text."""
+    if is_missing(value) or isinstance(value, str):
+        return None
+    return Bad("not_text", f"{role} is a {type(value).__name__}, not text: {str(value)[:80]!r}", role)
 
 
 def leak_key(text: str) -> str:

@@ -1,13 +1,17 @@
 """User mistakes end `python -m tasks.ingest` with one line naming the file (and column) and exit
-code 1: no traceback, no new or half-written data/prepared, and an existing one left intact."""
+code 1: no traceback, nothing half-written. An input that cannot be read leaves an existing
+data/prepared intact; data that was read but cannot be used leaves the quarantine file and the
+report of this run (never a stale one)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from tasks.common.errors import DataError
+from tasks.common.io import read_jsonl
 from tests.classification.conftest import balanced_rows, spec, write_rows
 
 
@@ -66,19 +70,49 @@ def assert_one_line_error(result, expected: list[str]) -> None:
         assert part in lines[0]
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_leaves_existing_outputs_intact(case, inputs, tmp_path, ingest_cli):
-    raw, expected = CASES[case]
+# Found before any row is read: nothing is written and the last good outputs stay.
+UNREADABLE = ["missing file", "missing column", "bad sha256", "broken parquet"]
+# Found after reading: the quarantine file and the report are written (with the error), the old
+# splits are gone, so nothing stale is left to mislead and no later stage runs on old data.
+UNUSABLE = ["zero usable rows", "single class", "bad format"]
+
+
+def old_outputs(tmp_path: Path) -> Path:
     prepared = tmp_path / "data" / "prepared"
     (prepared / "source").mkdir(parents=True)
     (prepared / "source" / "train.jsonl").write_text('{"id": "old"}\n')
+    (prepared / "quarantine.jsonl").write_text('{"id": "old"}\n')
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports" / "data.json").write_text("{}\n")
+    return prepared
+
+
+@pytest.mark.parametrize("case", UNREADABLE)
+def test_unreadable_input_leaves_existing_outputs_intact(case, inputs, tmp_path, ingest_cli):
+    raw, expected = CASES[case]
+    prepared = old_outputs(tmp_path)
     assert_one_line_error(ingest_cli(raw), expected)
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["prepared"]  # no temp dirs left over
-    assert [p.relative_to(prepared).as_posix() for p in prepared.rglob("*")] == ["source", "source/train.jsonl"]
+    assert sorted(p.relative_to(prepared).as_posix() for p in prepared.rglob("*")) == [
+        "quarantine.jsonl", "source", "source/train.jsonl"
+    ]
     assert (prepared / "source" / "train.jsonl").read_text() == '{"id": "old"}\n'
     assert (tmp_path / "reports" / "data.json").read_text() == "{}\n"
+
+
+@pytest.mark.parametrize("case", UNUSABLE)
+def test_unusable_data_still_writes_quarantine_and_report(case, inputs, tmp_path, ingest_cli):
+    raw, expected = CASES[case]
+    prepared = old_outputs(tmp_path)
+    result = ingest_cli(raw)
+    assert_one_line_error(result, expected)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["prepared"]
+    assert [p.name for p in prepared.iterdir()] == ["quarantine.jsonl"]  # no stale splits
+    report = json.loads((tmp_path / "reports" / "data.json").read_text())
+    assert report["error"] in result.stderr
+    quarantined = read_jsonl(prepared / "quarantine.jsonl")
+    assert {"id": "old"} not in quarantined
+    assert len(quarantined) == sum(report[name]["quarantined"]["total"] for name in ("source", "target") if name in report)
 
 
 def test_bad_input_creates_no_outputs(inputs, tmp_path, ingest_cli):

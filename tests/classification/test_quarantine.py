@@ -59,8 +59,8 @@ def test_counts_add_up(messy_report):
     report = messy_report["source"]
     assert report["rows_read"] == 20 + len(BAD_LINES) + len(EXTRA_LINES) - 1
     assert report["quarantined"]["by_reason"] == {
-        "undecodable": 1, "malformed_row": 0, "wrong_field_count": 2, "bad_json": 0,
-        "empty_text": 2, "missing_label": 1, "not_a_number": 1, "unknown_label": 0,
+        "undecodable": 1, "malformed_row": 0, "unbalanced_quote": 0, "wrong_field_count": 2, "bad_json": 0,
+        "not_text": 0, "empty_text": 2, "missing_label": 1, "not_a_number": 1, "unknown_label": 0,
     }
     assert report["quarantined"]["total"] == len(BAD_LINES)
     assert report["dropped_neutral"] == 1
