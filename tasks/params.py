@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from yaml.constructor import ConstructorError
-from yaml.nodes import MappingNode, Node
+from yaml.nodes import MappingNode, Node, ScalarNode
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from tasks.common.errors import ParamsError
@@ -402,7 +402,8 @@ def parse_params(raw: Any, source: str = "params") -> Params:
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
 # Keys in all mappings of one file, merged (`<<`) copies included: far above any params file,
-# far below what an exponential chain of merges (a "billion laughs") would build.
+# far below what a chain of merges (a "billion laughs"; quadratic since PyYAML 6.0.2 stopped
+# copying a key twice into one mapping) would make the loader copy.
 MAX_KEYS = 100_000
 
 
@@ -417,10 +418,16 @@ class ParamsLoader(yaml.SafeLoader):
         self.keys = 0
 
     def construct_object(self, node: Node, deep: bool = False) -> Any:
+        # PyYAML's constructors trust their input's shape: a date past its calendar raises
+        # ValueError, an explicit tag on the wrong text (`!!bool x`, `!!int ''`, `!!timestamp x`)
+        # KeyError, IndexError or AttributeError.
         try:
             return super().construct_object(node, deep=deep)
-        except (ValueError, OverflowError) as err:
-            raise ConstructorError(None, None, f"cannot read {shown(node.value)}: {err}", node.start_mark) from None
+        except (ValueError, OverflowError, LookupError, AttributeError) as err:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            reason = f": {err}" if isinstance(err, ValueError) else ""
+            what = shown(node.value) if isinstance(node, ScalarNode) else f"a {node.id}"
+            raise ConstructorError(None, None, f"cannot read {what} as {tag}{reason}", node.start_mark) from None
 
     def flatten_mapping(self, node: MappingNode) -> None:
         # `<<` merges are folded into node.value here: remember the keys as written first, since
@@ -430,7 +437,7 @@ class ParamsLoader(yaml.SafeLoader):
         super().flatten_mapping(node)
         self.keys += len(node.value)
         if self.keys > MAX_KEYS:
-            raise ConstructorError(None, None, f"more than {MAX_KEYS:,} keys (merge keys `<<` expanding?)", node.start_mark)
+            raise ConstructorError(None, None, f"more than {MAX_KEYS:,} keys in all: merge keys `<<` expanding?", node.start_mark)
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         mapping = super().construct_mapping(node, deep=deep)
