@@ -27,8 +27,19 @@ data: setup
 	$(PY) -m tasks.common.demo_data data/external
 
 # The main job: the Prefect flow over every stage of dvc.yaml (ephemeral Prefect API).
+# `make run PARAMS=my.yaml` runs your own params in a workspace of their own (WORKSPACE, default
+# runs/<file name without .yaml>), never over the demo's data, models and dvc.lock. The file is
+# copied in as its params.yaml on every such run (the file you name is what runs); relative input
+# paths in it are read from the repository root, as in params.yaml (see flows/workspace.py).
+PARAMS ?=
+WORKSPACE ?= runs/$(basename $(notdir $(PARAMS)))
 run: data
+ifeq ($(strip $(PARAMS)),)
 	$(PY) -m flows.pipeline
+else
+	$(PY) -m flows.workspace $(WORKSPACE) --params $(PARAMS) --reset-params
+	$(PY) -m flows.pipeline --root $(WORKSPACE)
+endif
 
 # The same DAG straight through DVC.
 repro: data

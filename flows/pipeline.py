@@ -13,7 +13,9 @@ refusal by DVC before the command ran (invalid dvc.yaml, missing dependency) are
 retried: the flow fails at once with that one line.
 
 Exit code of `python -m flows.pipeline`: 0 when every stage ran or was up to date, 1 with one
-line `error: ...` on stderr otherwise (invalid params.yaml is reported before anything starts).
+line `error: ...` on stderr otherwise (invalid params.yaml, or a missing input file, is reported
+before anything starts: `python -m tasks check --inputs` names the params field, where DVC would
+only say `[Errno 2] No such file or directory` of the dependency).
 """
 
 from __future__ import annotations
@@ -111,6 +113,21 @@ def check_params(root: Path) -> None:
         load_params(path)
     except ParamsError as err:
         raise PipelineFailure(str(err)) from None
+
+
+def check_inputs(root: Path) -> None:
+    """`python -m tasks check --inputs` in the workspace, when it runs the pipeline's own stages:
+    a missing input fails here with the params field that names it, not at DVC's missing
+    dependency. flows may not import the check (lint-imports), so it runs as the stages do."""
+    if not (root / "tasks" / "__main__.py").is_file():
+        return  # some other DVC project: its stages check their own inputs
+    done = subprocess.run([sys.executable, "-m", "tasks", "check", "--inputs"], cwd=root, env=child_env(),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if done.returncode:
+        lines = (done.stderr + done.stdout).strip().splitlines()
+        said = [line[len("error: "):] for line in lines if _USER_ERROR.match(line)]
+        last = lines[-1] if lines else f"exit code {done.returncode}"
+        raise PipelineFailure(said[-1] if said else f"check: python -m tasks check --inputs failed: {last}")
 
 
 def stage_order(root: Path) -> list[str]:
@@ -374,6 +391,7 @@ def pipeline(root: str = ".", force: bool = False) -> list[dict]:
     log = get_run_logger()
     workspace = Path(root).resolve()
     check_params(workspace)
+    check_inputs(workspace)
     stages = stage_order(workspace)
     log.info("stages from dvc.yaml: %s", " -> ".join(stages))
     results = [run_stage(str(workspace), stage, force) for stage in stages]
@@ -409,6 +427,7 @@ def cli(argv: list[str] | None = None) -> tuple[int, str]:
     root = Path(args.root).resolve()
     try:
         check_params(root)  # before Prefect starts anything
+        check_inputs(root)
         results = pipeline(root=str(root), force=args.force)
     except PipelineFailure as err:
         return 1, f"error: {err}"

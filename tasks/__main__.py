@@ -69,7 +69,7 @@ def stage_outputs(stage: str, kind: str, paths: Paths) -> list[Path]:
 
 
 def remove_leftovers(stage: str, kind: str, paths: Paths) -> None:
-    """A kill -9 leaves `.<name>.*.tmp` beside an output (32 MiB for data/prepared); DVC never
+    """A kill -9 leaves `.<name>.*.tmp` beside an output (a whole data/prepared, say); DVC never
     sees them, so the stage that owns the output removes them before it starts."""
     removed = [entry for out in stage_outputs(stage, kind, paths) for entry in remove_stale_temps(out)]
     if removed:
@@ -130,7 +130,7 @@ def stage_of(argv: Sequence[str]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    named = argv[:1] == [CHECK] or (len(argv) == 1 and argv[0] in STAGES)
+    named = argv in ([CHECK], [CHECK, INPUTS]) or (len(argv) == 1 and argv[0] in STAGES)
     with user_errors(argv[0] if named else None):
         stage = stage_of(argv)
         params = load_params()
