@@ -7,6 +7,11 @@ domain:
 
     rows_read == kept + quarantined + duplicates + leakage_removed
 
+and per input file (`files` in the report, checked on every run; a pair of line-aligned text
+files is counted under its source-side file): rows_read == kept + quarantined (by reason) +
+dropped (by reason). Data that was read but cannot be used (an empty split) still writes the
+quarantine file and the report, with the error.
+
 Inputs per domain (`data.source`, `data.target`), by `format`:
 - "text": two line-aligned files per split, plain or .gz: `<path>/<name>.<lang>[.gz]` with
   `splits` (path is a directory), `<path>.<lang>[.gz]` without (then a seeded random split);
@@ -44,16 +49,18 @@ from tasks.common.sources import (
     json_safe,
     leak_key,
     load_hf_splits,
+    not_text,
     read_records,
     record_id,
     resolve_input,
     sha256_dir,
 )
 from tasks.params import Params, SourceSpec, SplitParams
+from tasks.translation.alignment import SUSPECT_ALIGNMENT, screen_pairs
 
 # Every reason a pair can be quarantined for; the report lists each, zeros included, so
 # `dvc metrics diff` compares like with like. The first four come from the shared readers.
-QUARANTINE_KINDS = READ_PROBLEMS + ("empty_source", "empty_target", "over_long")
+QUARANTINE_KINDS = READ_PROBLEMS + ("not_text", "empty_source", "empty_target", "over_long", SUSPECT_ALIGNMENT)
 LEAKAGE_KINDS = ("train_vs_test", "train_vs_val", "source_train_vs_target_test")
 TRANSLATION_COLUMN = "translation"  # the HF convention: one dict column {lang: sentence}
 ALL = "all"  # the bucket name of rows read before a random split
@@ -64,6 +71,7 @@ ALL = "all"  # the bucket name of rows read before a random split
 
 @dataclass
 class Example:
+    file: str  # the input file it came from (for the per-file accounts)
     id: str
     src: str
     tgt: str
@@ -137,10 +145,9 @@ def read_text_pairs(src_path: Path, tgt_path: Path, id_prefix: str, field_name: 
     for number, (src, tgt) in enumerate(zip(src_lines, tgt_lines), start=1):
         files = {"source": str(src_path), "target": str(tgt_path)}
         pair = Record(str(src_path), number, f"{id_prefix}:{number}", {"source": src, "target": tgt}, files=files)
-        for path, bad in ((src_path, src_bad), (tgt_path, tgt_bad)):
+        for side, path, bad in (("source", src_path, src_bad), ("target", tgt_path, tgt_bad)):
             if number in bad and pair.problem is None:
-                pair.file = str(path)
-                pair.problem = Bad("undecodable", f"undecodable bytes (not UTF-8) in {path} line {number}")
+                pair.problem = Bad("undecodable", f"undecodable bytes (not UTF-8) in {path} line {number}", side)
         pairs.append(pair)
     return pairs
 
@@ -297,7 +304,11 @@ def apply_cap(domain: Domain, buckets: dict[str, list[Record]]) -> dict[str, lis
 def judge(pair: Record, min_chars: int, max_words: int) -> tuple[str, str] | Bad:
     """(src, tgt) whitespace-normalised, or the Bad (with its side) that quarantines the pair."""
     if pair.problem:
-        return pair.problem._replace(side="source")
+        return pair.problem if pair.problem.side else pair.problem._replace(side="source")
+    for side in ("source", "target"):
+        wrong_type = not_text(pair.values[side], side)
+        if wrong_type:
+            return wrong_type
     sides = {side: clean_text(pair.values[side]) for side in ("source", "target")}
     for side, text in sides.items():
         if len(text) < min_chars:
@@ -311,10 +322,9 @@ def judge(pair: Record, min_chars: int, max_words: int) -> tuple[str, str] | Bad
 
 def quarantine_row(domain: Domain, pair: Record, bad: Bad) -> dict:
     """The pair with the file and row to look at: the target's file for a target-side reason."""
-    on_target = bad.side == "target" and pair.files and pair.problem is None
     return {
         "domain": domain.name,
-        "file": pair.files["target"] if on_target else pair.file,
+        "file": pair.files[bad.side] if pair.files and bad.side else pair.file,
         "row": pair.row,
         "id": pair.id,
         "kind": bad.kind,
@@ -325,25 +335,34 @@ def quarantine_row(domain: Domain, pair: Record, bad: Bad) -> dict:
 
 
 def clean_pairs(domain: Domain, pairs: Iterable[Record], min_chars: int, max_words: int, start: int) -> list[Example]:
-    """Quarantine bad pairs, drop duplicates (same pair, or same source: keep the first)."""
+    """Quarantine bad pairs, drop duplicates (same pair, or same source: keep the first; compared
+    case-insensitively, as leakage is)."""
     kept: list[Example] = []
     seen_pairs: set[tuple[str, str]] = set()
     seen_sources: set[str] = set()
+    # alignment (tasks/translation/alignment.py): raises on a shifted stretch, else the suspect pairs
+    pairs = list(pairs)
+    suspects = screen_pairs(pairs, domain.field_name, "line" if domain.spec.format == "text" else "row")
     for order, pair in enumerate(pairs, start=start):
+        domain.read_row(pair.file)
         outcome = judge(pair, min_chars, max_words)
+        if not isinstance(outcome, Bad) and order - start in suspects:
+            outcome = suspects[order - start]
         if isinstance(outcome, Bad):
-            domain.counts[f"quarantined.{outcome.kind}"] += 1
+            domain.tally(pair.file, f"quarantined.{outcome.kind}")
             domain.quarantined.append(quarantine_row(domain, pair, outcome))
             continue
         src, tgt = outcome
-        if (src, tgt) in seen_pairs:
-            domain.counts["duplicates.same_pair"] += 1
-        elif src in seen_sources:
-            domain.counts["duplicates.same_source"] += 1
+        keys = (leak_key(src), leak_key(tgt))
+        if keys in seen_pairs:
+            domain.tally(pair.file, "duplicates.same_pair")
+        elif keys[0] in seen_sources:
+            domain.tally(pair.file, "duplicates.same_source")
         else:
-            seen_pairs.add((src, tgt))
-            seen_sources.add(src)
-            kept.append(Example(pair.id, src, tgt, domain.src_lang, domain.tgt_lang, order))
+            seen_pairs.add(keys)
+            seen_sources.add(keys[0])
+            domain.long_records.see(pair)
+            kept.append(Example(pair.file, pair.id, src, tgt, domain.src_lang, domain.tgt_lang, order))
     return kept
 
 
@@ -363,9 +382,13 @@ def random_split(domain: Domain, kept: list[Example], fractions: SplitParams, se
 
 
 def drop_sources(domain: Domain, split: str, keys: set[str], counter: str) -> None:
-    before = domain.splits[split]
-    domain.splits[split] = [pair for pair in before if leak_key(pair.src) not in keys]
-    domain.counts[f"leakage.{counter}"] += len(before) - len(domain.splits[split])
+    kept = []
+    for pair in domain.splits[split]:
+        if leak_key(pair.src) in keys:
+            domain.tally(pair.file, f"leakage.{counter}")
+        else:
+            kept.append(pair)
+    domain.splits[split] = kept
 
 
 def source_keys(pairs: Iterable[Example]) -> set[str]:
@@ -407,8 +430,8 @@ def check_splits(domain: Domain) -> None:
 # ---------------------------------------------------------------- the stage
 
 
-def prepare_domain(name: str, p: Params, paths: Paths) -> Domain:
-    domain = Domain(name, getattr(p.data, name))
+def read_domain(domain: Domain, p: Params, paths: Paths) -> None:
+    """Read and clean every pair; an input that cannot be read (or is misaligned) stops here."""
     try:
         buckets = apply_cap(domain, read_pairs(domain, paths.root / "data" / "cache"))
     except (OSError, EOFError) as err:  # unreadable, truncated or not-gzip files: the user's to fix
@@ -418,6 +441,9 @@ def prepare_domain(name: str, p: Params, paths: Paths) -> Domain:
     for bucket, pairs in buckets.items():
         domain.buckets[bucket] = clean_pairs(domain, pairs, p.data.min_chars, p.data.max_words, start)
         start += len(pairs)
+
+
+def split_domain(domain: Domain, p: Params) -> None:
     if ALL in domain.buckets:
         if not domain.buckets[ALL]:
             raise DataError(f"{domain.where}: no usable pairs ({describe_losses(domain)})")
@@ -425,10 +451,11 @@ def prepare_domain(name: str, p: Params, paths: Paths) -> Domain:
     else:
         domain.splits = {split: list(domain.buckets[split]) for split in SPLITS}
     remove_leaks(domain)
-    return domain
 
 
 def domain_report(domain: Domain) -> dict:
+    """The domain's counts; before the split (a fatal error) its usable pairs count as kept."""
+    kept_rows = [pair for rows in (domain.splits or domain.buckets).values() for pair in rows]
     quarantined = {kind: domain.counts[f"quarantined.{kind}"] for kind in QUARANTINE_KINDS}
     duplicates = {kind: domain.counts[f"duplicates.{kind}"] for kind in ("same_pair", "same_source")}
     leakage = {kind: domain.counts[f"leakage.{kind}"] for kind in LEAKAGE_KINDS}
@@ -441,11 +468,13 @@ def domain_report(domain: Domain) -> dict:
         },
         "read": domain.read,
         "rows_read": domain.rows_read,
-        "kept": sum(len(rows) for rows in domain.splits.values()),
+        "kept": len(kept_rows),
         "quarantined": {"total": sum(quarantined.values()), "by_reason": quarantined},
         "duplicates": {"total": sum(duplicates.values()), **duplicates},
         "leakage_removed": {"total": sum(leakage.values()), **leakage},
-        "splits": {split: {"rows": len(domain.splits[split])} for split in SPLITS},
+        "splits": {split: {"rows": len(domain.splits.get(split, []))} for split in SPLITS},
+        "files": prepared.file_accounts(domain, kept_rows),
+        "long_records": domain.long_records.report(),
     }
     if domain.name == "target":  # counted only: the frozen test split is never changed
         report["test_sources_in_source_train"] = domain.counts["test_sources_in_source_train"]
@@ -465,11 +494,21 @@ def build_report(domains: list[Domain], p: Params, paths: Paths) -> dict:
 
 
 def run(p: Params, paths: Paths) -> dict:
-    """Read, clean, split and write both language pairs; returns the report (reports/data.json)."""
-    source, target = (prepare_domain(name, p, paths) for name in DOMAINS)
-    remove_cross_domain_leaks(source, target)
-    for domain in (source, target):
-        check_splits(domain)
-    report = build_report([source, target], p, paths)
-    prepared.write_prepared([source, target], report, paths)
+    """Read, clean, split and write both language pairs; returns the report (reports/data.json).
+    An input that cannot be read stops before anything is written; pairs that were read but
+    leave a split empty still write the quarantine file and the report."""
+    source, target = domains = [Domain(name, getattr(p.data, name)) for name in DOMAINS]
+    for domain in domains:
+        read_domain(domain, p, paths)
+    try:
+        for domain in domains:
+            split_domain(domain, p)
+        remove_cross_domain_leaks(source, target)
+        for domain in domains:
+            check_splits(domain)
+    except DataError as err:
+        prepared.write_failed(domains, build_report(domains, p, paths), err, paths)
+        raise
+    report = build_report(domains, p, paths)
+    prepared.write_prepared(domains, report, paths)
     return report

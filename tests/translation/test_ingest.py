@@ -233,8 +233,8 @@ def test_empty_side_over_long_and_undecodable_pairs_are_quarantined(tmp_path, in
     write_pair(folder, "train", src, tgt)
     report = ingest(text_section(folder), data={"max_words": 8})["source"]
     assert report["quarantined"]["by_reason"] == {
-        "undecodable": 1, "malformed_row": 0, "wrong_field_count": 0, "bad_json": 0,
-        "empty_source": 1, "empty_target": 1, "over_long": 1,
+        "undecodable": 1, "malformed_row": 0, "unbalanced_quote": 0, "wrong_field_count": 0, "bad_json": 0,
+        "not_text": 0, "empty_source": 1, "empty_target": 1, "over_long": 1, "suspect_alignment": 0,
     }
     assert report["quarantined"]["total"] == 4 and report["splits"]["train"]["rows"] == 8
     quarantine = {row["kind"]: row for row in read_jsonl(workspace.quarantine)}
