@@ -87,7 +87,8 @@ def run_stage(stage: str, params: Params, paths: Paths) -> str:
 
 
 def missing_text_files(spec: SourceSpec) -> list[str]:
-    """Format text without splits reads `<path>.<lang>[.gz]` (tasks/translation/ingest.py)."""
+    """Format text without splits reads `<path>.<lang>[.gz]` when path is not a directory
+    (tasks/translation/ingest.py)."""
     langs = (spec.languages.src, spec.languages.tgt)
     return [f"{spec.path}.{lang}" for lang in langs
             if not any(Path(f"{spec.path}.{lang}{gz}").is_file() for gz in ("", ".gz"))]
@@ -98,9 +99,12 @@ def input_problem(spec: SourceSpec) -> Optional[str]:
     path = Path(spec.path)
     if is_url(spec.path):
         return None
-    if spec.format == "text" and spec.splits is None and spec.languages is not None:
+    if spec.format == "text" and spec.splits is None and spec.languages is not None and not path.is_dir():
         missing = " or ".join(f"{name}[.gz]" for name in missing_text_files(spec))
-        return f"no {missing} (format text reads <path>.<lang>[.gz])" if missing else None
+        if missing:
+            return f"no {missing} (format text reads <path>.<lang>[.gz])"
+        # The flow runs DVC, which hashes `path` itself: a stem is no file.
+        return f"{spec.path} is a stem, which DVC cannot hash: move its two files into a directory of their own and set path to it"
     if path.exists() or (spec.format == "hf" and not path.is_absolute() and HUB_ID.fullmatch(spec.path)):
         return None
     return f"{spec.path}: no such file or directory"

@@ -156,7 +156,8 @@ class SourceSpec(Strict):
     # A local file or directory (csv/tsv/jsonl/parquet), an http(s) URL (then `sha256` is
     # required), or, with format "hf", a datasets id or a local dataset directory.
     # Translation also takes format "text": line-aligned files `<path>/<split>.<lang>[.gz]`
-    # (with `splits`) or `<path>.<lang>[.gz]` (without), one sentence a line.
+    # (with `splits`), or without: a directory holding one pair `<stem>.<lang>[.gz]` (or the
+    # stem itself, for `python -m tasks ingest` alone), one sentence a line.
     path: str
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "hf", "text"] = "auto"
     sha256: Optional[str] = Field(None, pattern=r"^[0-9a-f]{64}$")

@@ -337,18 +337,19 @@ def run(p: Params, paths: Paths) -> dict:
     An input that cannot be read stops before anything is written; data that can be read but not
     used (no usable rows, one class) still writes the quarantine file and the report."""
     check_rules(p)
-    source, target = domains = [Domain(name, getattr(p.data, name)) for name in DOMAINS]
+    domains = [Domain(name, getattr(p.data, name)) for name in DOMAINS]
+    return prepared.ingest(
+        domains,
+        read=lambda domain: read_domain(domain, p, paths),
+        split=lambda domain: split_domain(domain, p),
+        finish=finish,
+        build_report=lambda done: build_report(done, p, paths),
+        paths=paths,
+    )
+
+
+def finish(domains: list[Domain]) -> None:
+    source, target = domains
+    remove_cross_domain_leaks(source, target)
     for domain in domains:
-        read_domain(domain, p, paths)
-    try:
-        for domain in domains:
-            split_domain(domain, p)
-        remove_cross_domain_leaks(source, target)
-        for domain in domains:
-            check_splits(domain)
-    except DataError as err:
-        prepared.write_failed(domains, build_report(domains, p, paths), err, paths)
-        raise
-    report = build_report(domains, p, paths)
-    prepared.write_prepared(domains, report, paths)
-    return report
+        check_splits(domain)

@@ -5,7 +5,7 @@ Each kind decides the fields of its rows; the layout and the guarantees are shar
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +77,31 @@ def write_failed(domains: list[Domain], report: dict, error: Exception, paths: P
         quarantined = [row for domain in domains for row in domain.quarantined]
         write_jsonl_atomic(tmp / paths.quarantine.relative_to(paths.prepared), quarantined)
     write_json_atomic(paths.data_report, {**report, "error": str(error)})
+
+
+def ingest(
+    domains: list[Domain],
+    read: Callable[[Domain], None],
+    split: Callable[[Domain], None],
+    finish: Callable[[list[Domain]], None],
+    build_report: Callable[[list[Domain]], dict],
+    paths: Paths,
+) -> dict:
+    """The order both kinds' ingest keeps: read every domain (an input that cannot be read stops
+    here, nothing written), split each and `finish` (cross-domain leakage, final checks), then
+    write. Data that was read but cannot be used still writes the quarantine file and report."""
+    for domain in domains:
+        read(domain)
+    try:
+        for domain in domains:
+            split(domain)
+        finish(domains)
+    except DataError as err:
+        write_failed(domains, build_report(domains), err, paths)
+        raise
+    report = build_report(domains)
+    write_prepared(domains, report, paths)
+    return report
 
 
 def write_prepared(domains: list[Domain], report: dict, paths: Paths) -> None:

@@ -14,7 +14,9 @@ quarantine file and the report, with the error.
 
 Inputs per domain (`data.source`, `data.target`), by `format`:
 - "text": two line-aligned files per split, plain or .gz: `<path>/<name>.<lang>[.gz]` with
-  `splits` (path is a directory), `<path>.<lang>[.gz]` without (then a seeded random split);
+  `splits` (path is a directory); without `splits` (then a seeded random split), path is a
+  directory holding one pair `<stem>.<lang>[.gz]` (what DVC can hash), or the stem itself
+  (`python -m tasks ingest` alone: DVC cannot hash a path that is no file);
 - "tsv" / "csv" / "jsonl" / "parquet" (or "auto" by suffix): a file, a directory of them, or an
   http(s) URL pinned by sha256; with `splits`, a directory holding `<name>.<ext>` per split;
   columns `columns.source` / `columns.target`, defaulting to the language codes;
@@ -156,7 +158,7 @@ def text_inputs(domain: Domain) -> dict[str, tuple[Path, Path, str]]:
     """bucket -> (source file, target file, id prefix)."""
     spec, name = domain.spec, domain.field_name
     if spec.splits is None:
-        stem = spec.path
+        stem = pair_stem(Path(spec.path), domain) if Path(spec.path).is_dir() else spec.path
         return {ALL: (text_file(stem, domain.src_lang, name), text_file(stem, domain.tgt_lang, name), Path(stem).name)}
     directory = Path(spec.path)
     if not directory.is_dir():
@@ -168,12 +170,29 @@ def text_inputs(domain: Domain) -> dict[str, tuple[Path, Path, str]]:
     return files
 
 
+def pair_stem(directory: Path, domain: Domain) -> str:
+    """Without splits, `path` may be a directory holding one pair `<stem>.<src>[.gz]` and
+    `<stem>.<tgt>[.gz]`: a path DVC can hash (a bare stem is no file, so `dvc repro` cannot)."""
+    def stems(lang: str) -> set[str]:
+        names = (p.name.removesuffix(".gz") for p in directory.iterdir() if p.is_file())
+        return {name.removesuffix(f".{lang}") for name in names if name.endswith(f".{lang}")}
+
+    both = sorted(stems(domain.src_lang) & stems(domain.tgt_lang))
+    if len(both) != 1:
+        found = ", ".join(both) or "none"
+        raise DataError(
+            f"{domain.field_name}.path: {directory}: expected one pair <stem>.{domain.src_lang} + <stem>.{domain.tgt_lang} "
+            f"(plain or .gz) in the directory, found {found}"
+        )
+    return (directory / both[0]).as_posix()
+
+
 def check_text_sha256(domain: Domain, files: list[Path]) -> None:
     """Record each file's hash; a pinned sha256 covers the directory (with splits) or the file pair."""
     domain.input = {"path": domain.spec.path, "files": {str(path): sha256_file(path) for path in files}}
     if not domain.spec.sha256:
         return
-    if domain.spec.splits is not None:
+    if Path(domain.spec.path).is_dir():
         digest = sha256_dir(Path(domain.spec.path))
     else:  # like a SHA256SUMS file of the two files
         listing = "".join(f"{file_digest}  {Path(path).name}\n" for path, file_digest in sorted(domain.input["files"].items()))
@@ -497,18 +516,19 @@ def run(p: Params, paths: Paths) -> dict:
     """Read, clean, split and write both language pairs; returns the report (reports/data.json).
     An input that cannot be read stops before anything is written; pairs that were read but
     leave a split empty still write the quarantine file and the report."""
-    source, target = domains = [Domain(name, getattr(p.data, name)) for name in DOMAINS]
+    domains = [Domain(name, getattr(p.data, name)) for name in DOMAINS]
+    return prepared.ingest(
+        domains,
+        read=lambda domain: read_domain(domain, p, paths),
+        split=lambda domain: split_domain(domain, p),
+        finish=finish,
+        build_report=lambda done: build_report(done, p, paths),
+        paths=paths,
+    )
+
+
+def finish(domains: list[Domain]) -> None:
+    source, target = domains
+    remove_cross_domain_leaks(source, target)
     for domain in domains:
-        read_domain(domain, p, paths)
-    try:
-        for domain in domains:
-            split_domain(domain, p)
-        remove_cross_domain_leaks(source, target)
-        for domain in domains:
-            check_splits(domain)
-    except DataError as err:
-        prepared.write_failed(domains, build_report(domains, p, paths), err, paths)
-        raise
-    report = build_report(domains, p, paths)
-    prepared.write_prepared(domains, report, paths)
-    return report
+        check_splits(domain)

@@ -60,7 +60,11 @@ def test_input_problems_of_text_pairs_mirror_the_translation_reader(tmp_path: Pa
     Path("mt.fr.gz").write_bytes(b"")  # <path>.<lang>.gz counts
     Path("multi30k").mkdir()
     splits = {"path": "multi30k", "splits": {"train": "train", "val": "val", "test": "test"}}
-    assert input_problems(translation({**PAIR, "path": "mt"}, {**PAIR, **splits})) == []
+    Path("pairs").mkdir()  # a directory holding one pair: what DVC can hash
+    assert input_problems(translation({**PAIR, "path": "pairs"}, {**PAIR, **splits})) == []
+    # A bare stem reads with `python -m tasks ingest`, but the flow runs DVC, which cannot hash it.
+    assert input_problems(translation({**PAIR, "path": "mt"}, {**PAIR, **splits})) == [
+        "data.source.path: mt is a stem, which DVC cannot hash: move its two files into a directory of their own and set path to it"]
     missing = {**PAIR, "path": "other", "languages": {"src": "en", "tgt": "de"}}
     no_dir = {**PAIR, **splits, "path": "nope"}
     assert input_problems(translation(missing, no_dir)) == [

@@ -95,3 +95,16 @@ def test_any_bytes_in_aligned_files_end_in_outputs_or_one_line(src, tgt):
         written = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
         assert all(name.startswith(("src/", "in/", "ws/data/prepared/", "ws/reports/data.json")) for name in written), written
         assert (root / "in" / "pairs.en").read_bytes() == src
+
+
+def test_a_directory_holding_one_pair_reads_like_its_stem(tmp_path, workspace):
+    """Without splits, `path` may be the directory of `<stem>.<lang>` files: DVC can hash it."""
+    source = write_split_dir(tmp_path / "src", sizes=(30, 6, 6))
+    src = sentences("pair en", 40)
+    write_pair(tmp_path / "pairs", "corpus", src, [f"{s} fr" for s in src], ("en", "fr"))
+    by_dir = run(make_params(text_section(source), section(tmp_path / "pairs", ("en", "fr"), format="text")), workspace)
+    by_stem = run(make_params(text_section(source), section(tmp_path / "pairs" / "corpus", ("en", "fr"), format="text")), workspace)
+    assert by_dir["target"]["splits"] == by_stem["target"]["splits"] and by_dir["target"]["kept"] == 40
+    write_pair(tmp_path / "pairs", "other", src, src, ("en", "fr"))
+    with pytest.raises(DataError, match=r"expected one pair <stem>\.en \+ <stem>\.fr .* found corpus, other"):
+        run(make_params(text_section(source), section(tmp_path / "pairs", ("en", "fr"), format="text")), workspace)
