@@ -9,6 +9,7 @@ from __future__ import annotations
 import numbers
 import os
 import reprlib
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -17,7 +18,7 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-from tasks.common.errors import ParamsError
+from tasks.common.errors import ParamsError, user_errors
 
 PARAMS_FILE_ENV = "PIPELINE_PARAMS"
 DEFAULT_PARAMS_FILE = "params.yaml"
@@ -494,3 +495,19 @@ def load_params(path: Path | None = None) -> Params:
     except RecursionError:
         raise ParamsError(f"{path}: not valid YAML (nested too deeply)") from None
     return parse_params(raw, str(path))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tasks.params [FILE]`: validate one params file on its own (default: params.yaml
+    or $PIPELINE_PARAMS), as `python -m tasks check` does for the run's own."""
+    args = sys.argv[1:] if argv is None else argv
+    with user_errors("params"):
+        if len(args) > 1:
+            raise ParamsError(f"usage: python -m tasks.params [FILE], got {' '.join(args)}")
+        path = Path(args[0]) if args else params_path()
+        params = load_params(path)
+        print(f"{path}: ok (task {params.task.kind}, init {params.model.init})")
+
+
+if __name__ == "__main__":
+    main()

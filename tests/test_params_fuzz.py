@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +223,15 @@ def test_cli_bad_file_is_one_error_line(tmp_path: Path):
     assert result.returncode == 1 and result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "not valid YAML" in lines[0], result.stderr
+
+
+@settings(max_examples=15, deadline=None)
+@given(text=st.text(max_size=200))
+def test_python_m_tasks_params_on_any_text_exits_0_or_1_with_one_line(tmp_path_factory, text: str):
+    params_file = tmp_path_factory.mktemp("cli") / "my.yaml"
+    params_file.write_text(text, encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "tasks.params", str(params_file)], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr
+    if result.returncode:
+        assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("error: params: ")
