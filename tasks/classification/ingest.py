@@ -62,7 +62,6 @@ class Example:
 
 @dataclass
 class Domain(prepared.Domain):
-    rows_read: int = 0
     examples: list[Example] = field(default_factory=list)
 
 
@@ -143,7 +142,6 @@ def quarantine_row(domain: str, record: Record, bad: Bad) -> dict:
 def label_records(domain: Domain, records: Iterable[Record], p: Params) -> None:
     rule = domain.spec.label_rule
     for record in records:
-        domain.rows_read += 1
         domain.read_row(record.file)
         outcome = judge(record, rule, p.task.labels, p.data.min_chars)
         if isinstance(outcome, Bad):

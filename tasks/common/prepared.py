@@ -30,6 +30,10 @@ class Domain:
     by_file: dict[str, Counter] = field(default_factory=dict)  # the conservation law's ledger
     long_records: LongRecords = field(default_factory=LongRecords)
 
+    @property
+    def rows_read(self) -> int:
+        return sum(counts[ROWS_READ] for counts in self.by_file.values())
+
     def read_row(self, file: str) -> None:
         self.by_file.setdefault(file, Counter())[ROWS_READ] += 1
 

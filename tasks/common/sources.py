@@ -330,13 +330,12 @@ def delimited_record(shown: str, raw: RawRow, header: list[str], roles: Roles, d
     values = dict(zip(header, raw.fields))
     row_id = record_id(values.get(ID_COLUMN), raw.first)
     lines = raw.last - raw.first + 1
-    if raw.problem and raw.problem.kind == "unbalanced_quote":
+    # A stray quote outranks undecodable bytes: its row holds lines that are read again anyway.
+    if raw.problem and (raw.problem.kind == "unbalanced_quote" or not undecodable):
         return unparsed(shown, raw.first, row_id, raw.fields[0], roles, raw.problem)
     record = Record(shown, raw.first, row_id, {role: values.get(column) for role, column in roles.items()}, lines=lines)
     if undecodable:
         record.problem = Bad("undecodable", "undecodable bytes (not UTF-8)")
-    elif raw.problem:
-        return unparsed(shown, raw.first, row_id, raw.fields[0], roles, raw.problem)
     elif len(raw.fields) != len(header):
         problem = Bad("wrong_field_count", f"expected {len(header)} fields, got {len(raw.fields)}")
         return unparsed(shown, raw.first, row_id, delimiter.join(raw.fields), roles, problem)

@@ -101,10 +101,6 @@ class Domain(prepared.Domain):
     def tgt_lang(self) -> str:
         return self.spec.languages.tgt
 
-    @property
-    def rows_read(self) -> int:
-        return sum(entry["rows"] for entry in self.read.values())
-
 
 def pair_columns(spec: SourceSpec) -> dict[str, str]:
     """The source and target column names by role: as configured, else the language codes."""
