@@ -18,13 +18,14 @@ from tasks.classification.model import (
     model_labels,
     predict,
 )
-from tasks.classification.train import train_target_only
+from tasks.classification.train import fine_tune, train_target_only
 from tasks.common.io import write_json_atomic, write_jsonl_atomic, write_plot_definitions
 from tasks.common.models import save_model
 from tasks.common.paths import Paths
 from tasks.common.prepared import prepared_split
 from tasks.common.training import pick_device
-from tasks.params import Params
+from tasks.common.significance import budget_report, curve_rows, curve_sentence, macro_f1_scorer
+from tasks.params import ALL, Params
 
 
 def model_predictions(model_dir_or_model, tokenizer, texts: list[str], p: Params) -> np.ndarray:
@@ -82,18 +83,91 @@ def baseline_predictions(p: Params, paths: Paths, tokenizer, texts: list[str]) -
     return predictions, notes
 
 
-def transfer_summary(scores: dict, p: Params, notes: dict) -> dict:
+def transfer_summary(scores: dict, p: Params, notes: dict, by_budget: dict, own_key: str) -> dict:
+    """The run's own figures (seed p.seed, its own budget), then the verdict on each gain (paired
+    bootstrap over test rows, seeds averaged) at that budget and at every curve budget."""
     transfer = scores["transfer"]["f1_macro"]
+    own = by_budget[own_key]["gain_over"]
     return {
         "metric": "f1_macro",
         "transfer": transfer,
         "baselines": {name: s["f1_macro"] for name, s in scores.items() if name != "transfer"},
         "gain_over": {name: transfer - s["f1_macro"] for name, s in scores.items() if name != "transfer"},
+        "verdict": {name: gain["verdict"] for name, gain in own.items()},
+        "interval": {name: {"low": gain["low"], "high": gain["high"], "confidence": gain["confidence"]}
+                     for name, gain in own.items()},
+        "budget": own_key,
+        "by_budget": by_budget,
+        "curve": {name: curve_sentence(by_budget, name, "labels") for name in own},
         "target_budget": p.finetune.target_budget,
         "strategy": p.finetune.strategy,
         "pretrain_mode": p.pretrain.mode,
+        "seeds": [p.seed + index for index in range(p.evaluate.seeds)],
         "notes": notes,
     }
+
+
+# ---------------------------------------------------------------- the budget curve
+
+TRAINED_BASELINES = ("target_only", "setfit")  # trained on the target budget: re-trained per budget and seed
+
+
+def budget_key(budget: int | str | None, available: int) -> str:
+    """A budget as the curve names it: "all" for every training row, else the row count."""
+    if budget is None or budget == ALL or int(budget) >= available:
+        return ALL
+    return str(budget)
+
+
+def budget_rows(key: str) -> int | None:
+    return None if key == ALL else int(key)
+
+
+def curve_keys(p: Params, available: int) -> list[str]:
+    """The run's own budget and each of evaluate.curve_budgets, fewest rows first."""
+    keys = {budget_key(p.finetune.target_budget, available)}
+    keys |= {budget_key(budget, available) for budget in p.evaluate.curve_budgets}
+    return sorted(keys, key=lambda key: available if key == ALL else int(key))
+
+
+def train_point(p: Params, paths: Paths, splits, tokenizer, texts: list[str], name: str, key: str) -> np.ndarray:
+    """One model trained at one budget with p.seed, as the stage's own run does it, scored on the
+    test texts; nothing is saved (checkpoints only while it trains)."""
+    run_name = f"curve-{name}-{key}-s{p.seed}"
+    budget = budget_rows(key)
+    print(f"evaluate: budget curve: {name} at {key} labels, seed {p.seed}", flush=True)
+    if name == "transfer":
+        model, _ = fine_tune(p, paths, splits, tokenizer, budget, run_name)
+    else:
+        model, _ = train_target_only(p, paths, splits, tokenizer, budget, run_name)
+    return model_predictions(model, tokenizer, texts, p)
+
+
+def curve_predictions(p: Params, paths: Paths, splits, tokenizer, texts: list[str], own: dict) -> dict:
+    """predictions[budget][model]: one array per seed (seed, seed+1, ...). The run's own models are
+    the first seed at its own budget; the other trained models are trained here; a baseline no
+    budget changes (zero_shot, vader) is its one prediction, repeated."""
+    available = len(splits["train"])
+    own_key = budget_key(p.finetune.target_budget, available)
+    trained = [name for name in own if name == "transfer" or name in TRAINED_BASELINES]
+    runs: dict[str, dict[str, list[np.ndarray]]] = {}
+    for key in curve_keys(p, available):
+        runs[key] = {name: [] for name in own}
+        for index in range(p.evaluate.seeds):
+            seeded = p.model_copy(update={"seed": p.seed + index})
+            for name in own:
+                reuse = name not in trained or (key == own_key and index == 0)
+                runs[key][name].append(own[name] if reuse else train_point(seeded, paths, splits, tokenizer, texts, name, key))
+    return runs
+
+
+def curve_report(p: Params, runs: dict, truth: np.ndarray, available: int) -> dict:
+    n_classes = len(p.task.labels)
+    scorers = {key: {name: [macro_f1_scorer(truth, pred, n_classes) for pred in preds] for name, preds in models.items()}
+               for key, models in runs.items()}
+    train_rows = {key: available if key == ALL else int(key) for key in runs}
+    e = p.evaluate
+    return budget_report(scorers, train_rows, len(truth), "transfer", e.bootstrap_resamples, e.confidence, p.seed)
 
 
 def prediction_rows(rows: list[dict], predictions: dict, labels: list[str]) -> list[dict]:
@@ -111,18 +185,25 @@ KIND = "classification"  # plots/classification/: dvc.yaml's `plots/${task.kind}
 
 
 
-def write_plots(paths: Paths, truth: np.ndarray, predicted: np.ndarray, labels: list[str]) -> None:
-    """The transfer model's confusion matrix on the test split, then its DVC plot definition.
-    The loss and validation curves are not repeated here: DVCLive's files under dvclive/finetune
-    (the finetune stage's `plots`) hold them."""
+def write_plots(paths: Paths, truth: np.ndarray, predicted: np.ndarray, labels: list[str], by_budget: dict) -> None:
+    """The transfer model's confusion matrix on the test split and the budget curve (macro-F1 by
+    target labels, one line per model), then their DVC plot definitions. The loss and validation
+    curves are not repeated here: DVCLive's files under dvclive/finetune hold them."""
+    rows = curve_rows(by_budget)
     write_json_atomic(paths.kind_plots(KIND) / "confusion.json", confusion_rows(truth, predicted, labels))
+    write_json_atomic(paths.kind_plots(KIND) / "budget_curve.json", rows)
     confusion = {"template": "confusion", "x": "predicted", "y": "actual",
                  "title": "Transfer model on the target test split: true label (rows) by predicted"}
-    write_plot_definitions(paths.plot_definitions, KIND, [{f"{KIND}/confusion.json": confusion}])
+    models = [name for name in next(iter(by_budget.values()))["scores"]]
+    curve = {"template": "linear" if len(rows) > 1 else "scatter",  # one budget: a line would not show
+             "x": "budget", "y": models, "x_label": "target training labels", "y_label": "macro-F1 (mean over seeds)",
+             "title": "Macro-F1 on the target test split by target budget"}
+    write_plot_definitions(paths.plot_definitions, KIND,
+                           [{f"{KIND}/confusion.json": confusion}, {f"{KIND}/budget_curve.json": curve}])
 
 
 def run(p: Params, paths: Paths) -> dict:
-    _, tokenizer = load_tokenized(paths, "target")
+    splits, tokenizer = load_tokenized(paths, "target")
     check_handoff(paths.target_model, tokenizer, p.task.labels)
     rows = prepared_split(paths, "target", "test")[: p.evaluate.test_rows]  # None: every row
     texts = [row["text"] for row in rows]
@@ -134,9 +215,11 @@ def run(p: Params, paths: Paths) -> dict:
     predictions.update(baselines)
     scores = {name: classification_metrics(truth, pred, p.task.labels) for name, pred in predictions.items()}
     scores["transfer"]["confusion_matrix"] = confusion_counts(truth, predictions["transfer"], p.task.labels)
-    summary = transfer_summary(scores, p, notes)
+    available = len(splits["train"])
+    by_budget = curve_report(p, curve_predictions(p, paths, splits, tokenizer, texts, predictions), truth, available)
+    summary = transfer_summary(scores, p, notes, by_budget, budget_key(p.finetune.target_budget, available))
     write_json_atomic(paths.metrics / "scores.json", scores)
     write_jsonl_atomic(paths.evaluate_reports / "predictions.jsonl", prediction_rows(rows, predictions, p.task.labels))
     write_json_atomic(paths.metrics / "transfer.json", summary)
-    write_plots(paths, truth, predictions["transfer"], list(p.task.labels))
+    write_plots(paths, truth, predictions["transfer"], list(p.task.labels), by_budget)
     return summary

@@ -78,3 +78,57 @@ def macro_f1_scorer(truth: np.ndarray, predicted: np.ndarray, n_classes: int) ->
         return float(f1.mean())
 
     return score
+
+
+# ---------------------------------------------------------------- budget curves
+
+# runs[budget][model]: one scorer per seed (a flat baseline, which no budget changes: the same
+# scorer repeated), every model of a budget with the same number of seeds.
+Runs = dict[str, dict[str, list[Scorer]]]
+
+
+def budget_report(runs: Runs, train_rows: dict[str, int], n_rows: int, primary: str,
+                  count: int, confidence: float, seed: int = 12345) -> dict:
+    """Per budget: the rows trained on, each model's figure over seeds (mean, spread) and the
+    primary model's paired gain over every other model, with its interval and verdict."""
+    everything = np.arange(n_rows)
+    report = {}
+    for budget, models in runs.items():
+        report[budget] = {
+            "train_rows": train_rows[budget],
+            "seeds": len(models[primary]),
+            "scores": {name: spread([score(everything) for score in scorers]) for name, scorers in models.items()},
+            "gain_over": {name: paired_gain(models[primary], scorers, n_rows, count, confidence, seed)
+                          for name, scorers in models.items() if name != primary},
+        }
+    return report
+
+
+def curve_rows(report: dict) -> list[dict]:
+    """The plot's rows, one per budget by rows trained on: each model's mean over seeds, and
+    its mean -/+ one std as `<model>_low` / `<model>_high`."""
+    rows = []
+    for entry in sorted(report.values(), key=lambda e: e["train_rows"]):
+        row: dict = {"budget": entry["train_rows"]}
+        for name, figure in entry["scores"].items():
+            row[name] = figure["mean"]
+            row[f"{name}_low"], row[f"{name}_high"] = figure["mean"] - figure["std"], figure["mean"] + figure["std"]
+        rows.append(row)
+    return rows
+
+
+def curve_sentence(report: dict, baseline: str, unit: str, primary: str = "transfer") -> str:
+    """What the curve supports, e.g. "transfer vs target_only: helps at 32-256 labels; no
+    difference at 512-all": consecutive budgets with one verdict grouped, smallest first."""
+    entries = sorted(((key, e) for key, e in report.items() if baseline in e["gain_over"]), key=lambda ke: ke[1]["train_rows"])
+    if not entries:
+        return ""
+    groups: list[tuple[str, list[str]]] = []
+    for key, entry in entries:
+        said = entry["gain_over"][baseline]["verdict"]
+        if groups and groups[-1][0] == said:
+            groups[-1][1].append(key)
+        else:
+            groups.append((said, [key]))
+    parts = [f"{said} at {keys[0] if len(keys) == 1 else keys[0] + '-' + keys[-1]} {unit}" for said, keys in groups]
+    return f"{primary} vs {baseline}: " + "; ".join(parts)
