@@ -351,7 +351,10 @@ def markdown_table(header: tuple[str, ...], rows: Iterable[tuple]) -> str:
 
 
 def report_markdown(root: Path, results: list[dict]) -> str:
-    parts = ["# Transfer pipeline run", "", f"Workspace `{root}`", "", "## Stages", "",
+    verdicts = [f"- {line}" for line in verdict_lines(read_json(root / "metrics/transfer.json") or {}) if line]
+    parts = ["# Transfer pipeline run", "", f"Workspace `{root}`", ""]
+    parts += ["## Does transfer help?", "", *verdicts, ""] if verdicts else []
+    parts += ["## Stages", "",
              markdown_table(("stage", "status", "seconds", "attempts"),
                             [(r["stage"], r["status"], r["seconds"], r["attempts"]) for r in results])]
     sections = [(title, rel, ("model", "metric", "value")) for title, rel in METRIC_FILES]
@@ -365,11 +368,19 @@ def report_markdown(root: Path, results: list[dict]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def verdict_lines(transfer: dict) -> list[str]:
+    """The evaluate stage's verdicts (is the gain real?) and what its budget curve supports."""
+    said = [line for line in transfer.get("headline", []) if isinstance(line, str)]
+    said += [line for line in (transfer.get("curve") or {}).values() if isinstance(line, str) and line]
+    return ["", *said] if said else []
+
+
 def summary_text(root: Path, results: list[dict], max_rows: int = 30) -> str:
     """A short plain-text table for stdout: the stages, then the headline metrics."""
     width = max([len("stage")] + [len(r["stage"]) for r in results])
     lines = [f"{'stage':<{width}}  {'status':<23}  {'seconds':>8}  attempts"]
     lines += [f"{r['stage']:<{width}}  {r['status']:<23}  {r['seconds']:>8.1f}  {r['attempts']}" for r in results]
+    lines += verdict_lines(read_json(root / "metrics/transfer.json") or {})
     rows = [(rel, *row) for _, rel in METRIC_FILES for row in rows_of(read_json(root / rel) or {})]
     if rows:
         shown_rows = [(rel, model, metric, shown(value)) for rel, model, metric, value in rows[:max_rows]]

@@ -24,8 +24,8 @@ from tasks.common.models import save_model
 from tasks.common.paths import Paths
 from tasks.common.prepared import prepared_split
 from tasks.common.training import pick_device
-from tasks.common.significance import budget_report, curve_rows, curve_sentence, macro_f1_scorer
-from tasks.params import ALL, Params
+from tasks.common.significance import budget_report, curve_rows, curve_sentence, headline, macro_f1_scorer
+from tasks.params import ALL, Params, VaderLabels
 
 
 def model_predictions(model_dir_or_model, tokenizer, texts: list[str], p: Params) -> np.ndarray:
@@ -36,12 +36,25 @@ def model_predictions(model_dir_or_model, tokenizer, texts: list[str], p: Params
     return logits.argmax(axis=-1)
 
 
-def vader_predictions(texts: list[str]) -> np.ndarray:
-    """VADER's compound score >= 0 -> the second (positive) class: the rule the data's authors use."""
+VADER_NEUTRAL_BAND = 0.05  # |compound| below it is neutral: VADER's own convention
+VADER_UNDECLARED = "declare evaluate.vader: {negative: ..., positive: ...} for a sentiment target"
+
+
+def vader_predictions(texts: list[str], vader: VaderLabels, labels: list[str]) -> np.ndarray:
+    """VADER's compound score as label ids in `labels` (task.labels) order: < 0 -> vader.negative,
+    >= 0 -> vader.positive (the rule the sentiment data's authors use); with vader.neutral
+    declared, |compound| < 0.05 -> neutral."""
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
     analyzer = SentimentIntensityAnalyzer()
-    return np.array([1 if analyzer.polarity_scores(text)["compound"] >= 0 else 0 for text in texts])
+    index = {name: i for i, name in enumerate(labels)}
+
+    def label(compound: float) -> str:
+        if vader.neutral is not None and abs(compound) < VADER_NEUTRAL_BAND:
+            return vader.neutral
+        return vader.negative if compound < 0 else vader.positive
+
+    return np.array([index[label(analyzer.polarity_scores(text)["compound"])] for text in texts], dtype=np.int64)
 
 
 def target_only_baseline(p: Params, paths: Paths, tokenizer) -> tuple:
@@ -53,11 +66,13 @@ def target_only_baseline(p: Params, paths: Paths, tokenizer) -> tuple:
 
 
 def zero_shot_applicable(paths: Paths, labels: list[str]) -> str | None:
-    """Why the source model cannot be scored as it is on the target, or None when it can."""
+    """Why the source model cannot be scored as it is on the target, or None when it can: only a
+    source head over exactly task.labels, in order, predicts the target's classes."""
     if not has_classifier_head(paths.source_model):
         return "source model has no classifier head (pretrain.mode mlm)"
-    if model_labels(paths.source_model) != labels:
-        return "source labels differ from task.labels"
+    found = model_labels(paths.source_model)
+    if found != labels:
+        return f"source labels {found} differ from task.labels {labels}: the source model does not predict the target's classes"
     return None
 
 
@@ -76,10 +91,10 @@ def baseline_predictions(p: Params, paths: Paths, tokenizer, texts: list[str]) -
                 continue
             predictions[name] = model_predictions(paths.source_model, tokenizer, texts, p)
         elif name == "vader":
-            if len(labels) != 2:
-                notes[name] = {"skipped": "vader needs exactly two classes (negative, positive)"}
+            if p.evaluate.vader is None:
+                notes[name] = {"skipped": VADER_UNDECLARED}
                 continue
-            predictions[name] = vader_predictions(texts)
+            predictions[name] = vader_predictions(texts, p.evaluate.vader, labels)
     return predictions, notes
 
 
@@ -93,6 +108,7 @@ def transfer_summary(scores: dict, p: Params, notes: dict, by_budget: dict, own_
         "transfer": transfer,
         "baselines": {name: s["f1_macro"] for name, s in scores.items() if name != "transfer"},
         "gain_over": {name: transfer - s["f1_macro"] for name, s in scores.items() if name != "transfer"},
+        "headline": [headline(gain, name, f"{own_key} labels", scale=100, unit="F1 points") for name, gain in own.items()],
         "verdict": {name: gain["verdict"] for name, gain in own.items()},
         "interval": {name: {"low": gain["low"], "high": gain["high"], "confidence": gain["confidence"]}
                      for name, gain in own.items()},

@@ -132,3 +132,12 @@ def curve_sentence(report: dict, baseline: str, unit: str, primary: str = "trans
             groups.append((said, [key]))
     parts = [f"{said} at {keys[0] if len(keys) == 1 else keys[0] + '-' + keys[-1]} {unit}" for said, keys in groups]
     return f"{primary} vs {baseline}: " + "; ".join(parts)
+
+
+def headline(gain: dict, baseline: str, where: str, scale: float = 1.0, unit: str = "points",
+             primary: str = "transfer") -> str:
+    """One line a person reads first, e.g. "transfer vs target_only at all labels: no difference
+    (gain -0.2 points, 95 % CI [-1.4, +1.1], 1 seed)"; `scale` turns a 0-1 figure into points."""
+    seeds = f"{gain['seeds']} seed" + ("s" if gain["seeds"] != 1 else "")
+    return (f"{primary} vs {baseline} at {where}: {gain['verdict']} (gain {gain['gain'] * scale:+.1f} {unit}, "
+            f"{gain['confidence'] * 100:g} % CI [{gain['low'] * scale:+.1f}, {gain['high'] * scale:+.1f}], {seeds})")

@@ -44,7 +44,9 @@ if name == "evaluate":
     for path, data in {
         "metrics/scores.json": {"transfer": {"f1_macro": 0.8123, "support": 40},
                                         "target_only": {"f1_macro": 0.6543, "support": 40}},
-        "metrics/transfer.json": {"transfer": 0.8123, "gain_over": {"target_only": 0.158}},
+        "metrics/transfer.json": {"transfer": 0.8123, "gain_over": {"target_only": 0.158},
+                                  "headline": ["transfer vs target_only at all labels: helps (gain +15.8 F1 points)"],
+                                  "curve": {"target_only": "transfer vs target_only: helps at 32-all labels"}},
         "reports/data.json": {"source": {"rows_read": 200, "kept": 187}, "target": {"rows_read": 200}},
         "metrics/export.json": {"parity": {"max_abs_logit_diff": 0.00042, "tolerance": 0.001}},
     }.items():
@@ -198,12 +200,15 @@ def test_artifact_and_summary_carry_the_metrics(project: Path, prefect_harness):
     code, text = fp.cli(["--root", str(project)])
     assert code == 0
     assert "evaluate" in text and "0.8123" in text and "0.6543" in text
+    # the verdicts lead the metrics, in the summary and the artifact
+    assert text.index("at all labels: helps (gain +15.8 F1 points)") < text.index("0.8123")
 
     markdown = Artifact.get(fp.ARTIFACT_KEY).data
     for expected in ("| transfer | f1_macro | 0.8123 |", "| target_only | f1_macro | 0.6543 |",
                      "| gain_over | target_only | 0.158 |", "| source | rows_read | 200 |",
                      "| source | kept | 187 |", "| parity | max_abs_logit_diff | 0.00042 |",
-                     "| evaluate | ran |"):
+                     "| evaluate | ran |", "## Does transfer help?",
+                     "- transfer vs target_only: helps at 32-all labels"):
         assert expected in markdown, markdown
 
 
