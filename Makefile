@@ -13,7 +13,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup data run repro translation test bench clean
+.PHONY: setup data run repro curve translation test bench clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,14 @@ endif
 # The same DAG straight through DVC.
 repro: data
 	$(VENV)/bin/dvc repro
+
+# The budget curve of the demo: transfer, target-only (and the other baselines) at each budget,
+# over seeds, with the paired-bootstrap verdicts, as a DVC experiment: only evaluate re-runs over
+# the cached pretrain and finetune (metrics/transfer.json by_budget, plots/classification/budget_curve.json).
+CURVE_BUDGETS ?= [32,64,128,256,512,all]
+SEEDS ?= 3
+curve: data
+	$(VENV)/bin/dvc exp run -S 'evaluate.curve_budgets=$(CURVE_BUDGETS)' -S 'evaluate.seeds=$(SEEDS)'
 
 # The translation demo (en->de -> en->fr, Multi30k) in a workspace of its own, runs/translation:
 # its own params.yaml (from demos/translation.yaml), dvc.lock, data and models.

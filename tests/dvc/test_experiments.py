@@ -1,6 +1,8 @@
-"""DVC experiments and plots in real workspaces (`python -m flows.workspace`) with tiny params.
+"""The real thing for classification, small, in a real workspace (`python -m flows.workspace`)
+with tiny params: `dvc repro` over the six stages, then the real Prefect flow (nothing re-runs,
+dvc.lock unchanged), then DVC experiments and plots.
 
-Classification: `dvc repro`, the results committed (`git add -A`, as DVC's example-get-started
+`dvc repro`, the results committed (`git add -A`, as DVC's example-get-started
 does: .gitignore lets the small `cache: false` results in and keeps data and models out), two
 `dvc exp run -S finetune.learning_rate=...` experiments; `dvc exp show` then holds the
 transfer F1 of the baseline and of both experiments (each commit holds its own metrics), and
@@ -12,21 +14,26 @@ from __future__ import annotations
 
 import json
 import posixpath
+import sys
 from collections import defaultdict
 from pathlib import Path
 
-from tests.dvc.conftest import dvc, git, make_workspace
+import pytest
+import yaml
+
+from tests.dvc.conftest import STAGES, dvc, git, make_workspace, run_ok
 
 # Small results committed with dvc.lock (.gitignore lets them in)
 COMMITTED = {
     "dvc.lock", "reports/data.json", "reports/tokenize.json", "dvclive/pretrain/metrics.json",
     "dvclive/finetune/metrics.json", "metrics/scores.json", "metrics/transfer.json", "metrics/export.json",
-    "plots/dvc.yaml", "plots/classification/confusion.json",
+    "plots/dvc.yaml", "plots/classification/confusion.json", "plots/classification/budget_curve.json",
 }
 # ... and what stays out of git: DVC-cached (data, models, reports/evaluate), resumable state,
 # the DVCLive logs of the runs evaluate trains, `dvc plots show`'s HTML
 NOT_COMMITTED = ("data/", "models/", "checkpoints/", "reports/evaluate/", "dvclive/target_only/", "dvc_plots/")
-METRIC_FILES = COMMITTED - {"dvc.lock", "plots/dvc.yaml", "plots/classification/confusion.json"}
+METRIC_FILES = COMMITTED - {"dvc.lock", "plots/dvc.yaml", "plots/classification/confusion.json",
+                           "plots/classification/budget_curve.json"}
 RATES = {"lr-small": "3e-4", "lr-large": "3e-3"}
 
 
@@ -91,9 +98,33 @@ def learning_rate(data: dict) -> float:
     return float(data["params"]["params.yaml"]["data"]["finetune"]["learning_rate"])
 
 
-def test_experiments_hold_their_scores_and_each_plot_is_drawn_once(tmp_path, classification_params):
+def check_repro_outputs(root: Path) -> None:
+    """What `dvc repro` left: every stage locked, data counted, every model scored, ONNX parity."""
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    assert set(lock["stages"]) == set(STAGES)
+    data = json.loads((root / "reports/data.json").read_text())
+    assert data["target"]["splits"]["test"]["rows"] > 0 and data["source"]["rows_read"] == 200
+    scores = json.loads((root / "metrics/scores.json").read_text())
+    assert set(scores) >= {"transfer", "target_only", "zero_shot", "vader"}
+    for name, figures in scores.items():
+        assert 0.0 <= figures["f1_macro"] <= 1.0 and figures["support"] > 0, name
+    assert scores["vader"]["f1_macro"] > 0.55, "VADER on real amazon snippets is far better than chance"
+    transfer = json.loads((root / "metrics/transfer.json").read_text())
+    assert transfer["gain_over"]["vader"] == pytest.approx(transfer["transfer"] - scores["vader"]["f1_macro"])
+    assert transfer["verdict"]["target_only"] in ("helps", "no difference", "hurts")
+    manifest = json.loads((root / "models/onnx/manifest.json").read_text())
+    assert manifest["opset"] >= 17 and manifest["parity"]["max_abs_logit_diff"] <= manifest["parity"]["tolerance"]
+
+
+def test_repro_then_flow_reruns_nothing_then_experiments_hold_their_scores(tmp_path, classification_params):
     root, env = make_workspace(tmp_path, classification_params)
     dvc(root, env, "repro")
+    check_repro_outputs(root)
+    lock = (root / "dvc.lock").read_text()
+    flow = run_ok([sys.executable, "-m", "flows.pipeline"], root, env)
+    assert (root / "dvc.lock").read_text() == lock, "the flow after dvc repro must change nothing"
+    assert "Running stage" not in flow.stdout + flow.stderr, (flow.stdout + flow.stderr)[-2000:]
+
     git(root, env, "add", "-A")
     git(root, env, "commit", "-qm", "tiny run: results")
     baseline = git(root, env, "rev-parse", "HEAD").stdout.strip()
@@ -117,10 +148,12 @@ def test_experiments_hold_their_scores_and_each_plot_is_drawn_once(tmp_path, cla
         transfer_f1(experiments[name], name)
         losses.add(experiments[name]["metrics"]["dvclive/finetune/metrics.json"]["data"]["loss"])
     assert len(losses) == 2, "each experiment's commit holds its own fine-tuning figures"
+    after = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    assert after["pretrain"] == yaml.safe_load(lock)["stages"]["pretrain"], "an experiment on finetune re-runs no pretrain"
 
     rows = check_plots(root, env)
     check_training_curves(rows)
     evaluate_plots = {source for source in rows if source.startswith("plots/")}
-    assert evaluate_plots == {"plots/classification/confusion.json"}
+    assert evaluate_plots == {"plots/classification/confusion.json", "plots/classification/budget_curve.json"}
     assert {(row["actual"], row["predicted"]) for row in rows["plots/classification/confusion.json"]} <= {
         (a, b) for a in ("negative", "positive") for b in ("negative", "positive")}
