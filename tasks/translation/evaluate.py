@@ -1,28 +1,52 @@
 """Evaluate for translation: score the fine-tuned model (models/target) on the frozen target test
 split, greedy and beam, against baselines on the same rows: target_only (a scratch model of the
 same shape trained on the same target budget, no source stage) and zero_shot (the source model
-as it is, asked for the target language by its tag). Writes metrics/scores.json,
-metrics/transfer.json, reports/evaluate/{predictions,samples}.jsonl and the budget curve
-(transfer vs target_only BLEU by target budget), plots/translation/budget_curve.json, with
-plots/dvc.yaml, how `dvc plots show` draws it (the training curves are DVCLive's)."""
+as it is, asked for the target language by its tag). Then the budget curve: at the run's own
+budget and each of evaluate.curve_budgets, for seeds p.seed .. p.seed+evaluate.seeds-1, transfer
+(models/source fine-tuned as the finetune stage does) and target_only are trained with that seed
+(its own target subset, init and data order) and decoded greedy; the run's own models are seed
+p.seed at its own budget and are not trained again. Paired bootstrap intervals over the test
+rows (sacrebleu's per-sentence BLEU statistics) say whether transfer helps.
+
+Writes:
+- metrics/scores.json: per model (transfer and each baseline), greedy and beam: BLEU (with
+  sacrebleu's signature), chrF, exact match, count.
+- metrics/transfer.json: beam BLEU of transfer and of each baseline, `gain_over.<name>.bleu/chrf`;
+  at the run's own budget (`budget`, its rows), `verdict.<baseline>` ("helps", "no difference",
+  "hurts"), `interval.<baseline>` (gain, low, high, confidence, resamples, seeds, decoding) and
+  `headline` (one sentence each): on the beam hypotheses of the run's own models with one seed,
+  on the greedy curve point over the seeds with more; `by_budget["<rows>"]`: train_rows, seeds,
+  `scores.<model>.bleu` (mean, std, min, max, per_seed; greedy) and `gain_over.<baseline>.bleu`
+  (paired gain, interval, verdict); `curve.<baseline>`: what the curve supports, in words.
+- reports/evaluate/predictions.jsonl (every test row, every model, greedy and beam) and
+  samples.jsonl (the first evaluate.samples of them).
+- plots/translation/budget_curve.json: one row per budget, each model's mean greedy BLEU over seeds
+  (`transfer`, `target_only`) with `<model>_low`/`<model>_high`, the min and max over seeds; and
+  plots/dvc.yaml, how `dvc plots show` draws it (one line per model; the training curves are
+  DVCLive's)."""
 
 from __future__ import annotations
 
+import numpy as np
+from sacrebleu.metrics import BLEU
 from tqdm.auto import tqdm
+from transformers import set_seed
 
 from tasks.common.errors import HandoffError
 from tasks.common.io import read_json, write_json_atomic, write_jsonl_atomic, write_plot_definitions
 from tasks.common.models import save_model
 from tasks.common.paths import Paths
 from tasks.common.prepared import prepared_split
+from tasks.common.significance import Scorer, curve_sentence, headline, paired_gain, spread
 from tasks.common.training import pick_device
-from tasks.params import Params
+from tasks.params import ALL, Params
 from tasks.translation import language_tag
-from tasks.translation.metrics import translation_scores
+from tasks.translation.metrics import bleu_tokenizer, translation_scores
 from tasks.translation.model import check_translation_handoff, load_translator, new_translator, translate
 from tasks.translation.train import freeze, load_pairs, train_translator
 
 TRANSFER = "transfer"
+TRAINED = ("target_only",)  # the baselines trained on the target budget (so trained again per budget and seed)
 MODES = ("greedy", "beam")
 # Beam settings that change nothing: with these and one beam, "beam" decoding is greedy decoding.
 BEAM_NEUTRAL = {"no_repeat_ngram_size": 0, "repetition_penalty": 1.0, "length_penalty": 1.0}
@@ -44,7 +68,7 @@ def load_test_rows(paths: Paths, limit: int | None) -> list[dict]:
 
 
 def needs_source_model(p: Params) -> bool:
-    return "zero_shot" in p.evaluate.baselines or bool(p.evaluate.curve_budgets)
+    return "zero_shot" in p.evaluate.baselines or bool(p.evaluate.curve_budgets) or p.evaluate.seeds > 1
 
 
 def check_inputs(p: Params, paths: Paths, tokenizer, tgt_lang: str) -> None:
@@ -111,19 +135,31 @@ def score_modes(hypotheses: dict[str, list[str]], references: list[str], tgt_lan
 # ---------------------------------------------------------------- models
 
 
+def with_seed(p: Params, seed: int) -> Params:
+    """The run's params with another seed: the budget subset, the fresh model's init and the
+    Trainer (data order, dropout) all follow p.seed."""
+    return p if seed == p.seed else p.model_copy(update={"seed": seed})
+
+
+def run_seeds(p: Params) -> list[int]:
+    return [p.seed + i for i in range(p.evaluate.seeds)]
+
+
 def train_target_only(p: Params, paths: Paths, tokenizer, splits, budget: int | None, name: str):
     """The fair baseline: a fresh model of the same shape and tokenizer, trained only on the
-    target pair's `budget` rows with evaluate.target_only's params."""
+    target pair's `budget` rows with evaluate.target_only's params. Its init follows p.seed
+    (a pretrained init's added embedding rows too)."""
+    set_seed(p.seed)
     model = new_translator(p, tokenizer)
     return train_translator(model, splits, tokenizer, p.evaluate.target_only, p, paths, name, budget)
 
 
-def finetune_at_budget(p: Params, paths: Paths, tokenizer, splits, budget: int):
+def finetune_at_budget(p: Params, paths: Paths, tokenizer, splits, budget: int, name: str):
     """models/source fine-tuned again as the finetune stage does (same strategy and params, its
-    own freeze), on `budget` target pairs; kept in memory, not saved."""
+    own freeze, p.seed), on `budget` target pairs; kept in memory, not saved."""
     model = load_translator(paths.source_model)
     freeze(model, p.finetune.strategy, p.finetune.freeze_layers)
-    model, _ = train_translator(model, splits, tokenizer, p.finetune, p, paths, f"finetune-{budget}", budget)
+    model, _ = train_translator(model, splits, tokenizer, p.finetune, p, paths, name, budget)
     return model
 
 
@@ -150,8 +186,10 @@ def baseline_hypotheses(p: Params, paths: Paths, tokenizer, splits, texts: list[
 # ---------------------------------------------------------------- reports
 
 
-def transfer_summary(scores: dict, p: Params, notes: dict) -> dict:
-    """Beam BLEU of the transfer model, each baseline's, and the gain over each (BLEU and chrF)."""
+def transfer_summary(scores: dict, p: Params, notes: dict, by_budget: dict, own: dict, own_rows: int) -> dict:
+    """Beam BLEU of the transfer model, each baseline's, and the gain over each (BLEU and chrF);
+    the verdict on each gain at the run's own budget (`own`: paired_gain results) and the budget
+    curve's figures, with the sentences a person reads first."""
     transfer = scores[TRANSFER]["beam"]
     baselines = {name: s["beam"] for name, s in scores.items() if name != TRANSFER}
     return {
@@ -162,12 +200,28 @@ def transfer_summary(scores: dict, p: Params, notes: dict) -> dict:
         "baselines": {name: s["bleu"] for name, s in baselines.items()},
         "gain_over": {name: {"bleu": transfer["bleu"] - s["bleu"], "chrf": transfer["chrf"] - s["chrf"]}
                       for name, s in baselines.items()},
+        "headline": [headline(gain, name, f"{own_rows} pairs", unit="BLEU") for name, gain in own.items()],
+        "verdict": {name: gain["verdict"] for name, gain in own.items()},
+        "interval": {name: {key: gain[key] for key in ("gain", "low", "high", "confidence", "resamples", "seeds", "decoding")}
+                     for name, gain in own.items()},
+        "budget": str(own_rows),
+        "by_budget": by_budget,
+        "curve": curve_sentences(by_budget, list(own)),
+        "seeds": run_seeds(p),
         "bleu_signature": transfer["bleu_signature"],
         "target_budget": p.finetune.target_budget,
         "strategy": p.finetune.strategy,
         "languages": {"source": p.data.source.languages.model_dump(), "target": p.data.target.languages.model_dump()},
         "notes": notes,
     }
+
+
+def curve_sentences(by_budget: dict, baselines: list[str]) -> dict[str, str]:
+    """What the curve supports against each baseline, e.g. "transfer vs target_only: helps at
+    75-300 pairs" (budgets with one BLEU verdict grouped)."""
+    bleu = {key: {**point, "gain_over": {name: g["bleu"] for name, g in point["gain_over"].items()}}
+            for key, point in by_budget.items()}
+    return {name: curve_sentence(bleu, name, "pairs") for name in baselines}
 
 
 def prediction_rows(rows: list[dict], hypotheses: dict[str, dict[str, list[str]]]) -> list[dict]:
@@ -189,26 +243,111 @@ def own_budget(p: Params, paths: Paths, splits) -> int:
 
 
 def curve_budgets(p: Params, own: int, available: int) -> list[int]:
-    """The extra budgets to train at: capped at the training rows there are, without the run's own."""
-    return sorted({min(b, available) for b in p.evaluate.curve_budgets} - {own})
+    """Every budget of the curve, smallest first: the run's own and each of evaluate.curve_budgets,
+    capped at the training rows there are ("all": every one of them), each once."""
+    return sorted({own} | {available if b == ALL else min(b, available) for b in p.evaluate.curve_budgets})
 
 
-def budget_curve(p: Params, paths: Paths, tokenizer, splits, rows: list[dict], tgt_lang: str, scores: dict) -> list[dict]:
-    """Greedy BLEU of transfer (and target_only, when it is a baseline) at each budget: the run's
-    own point from `scores`, the others trained here."""
-    own = own_budget(p, paths, splits)
-    points = [{"budget": own, "model": name, "bleu": scores[name]["greedy"]["bleu"]}
-              for name in (TRANSFER, "target_only") if name in scores]
-    texts, references = [row["src"] for row in rows], [row["tgt"] for row in rows]
+def curve_hypotheses(p: Params, paths: Paths, tokenizer, splits, texts: list[str], tgt_lang: str,
+                     own: dict[str, list[str]]) -> dict[int, dict[str, list[list[str]]]]:
+    """Greedy hypotheses by budget, model and seed (in run_seeds order): transfer and each trained
+    baseline at every budget and seed, trained here, except the run's own models (seed p.seed at
+    its own budget: `own`, their greedy hypotheses); a baseline that is not trained (zero_shot)
+    is the same at every budget and seed."""
+    own_rows = own_budget(p, paths, splits)
+    trained = [TRANSFER] + [name for name in TRAINED if name in own]
     greedy = decoding_options(p)["greedy"]
-    for budget in curve_budgets(p, own, len(splits["train"])):
-        trained = {TRANSFER: finetune_at_budget(p, paths, tokenizer, splits, budget)}
-        if "target_only" in p.evaluate.baselines:
-            trained["target_only"], _ = train_target_only(p, paths, tokenizer, splits, budget, f"target_only-{budget}")
-        for name, model in trained.items():
-            hyps = decode(model, tokenizer, texts, tgt_lang, greedy, p, f"{name} @{budget}")
-            points.append({"budget": budget, "model": name, "bleu": translation_scores(hyps, references, tgt_lang)["bleu"]})
-    return sorted(points, key=lambda point: (point["budget"], point["model"]))
+    curve: dict[int, dict[str, list[list[str]]]] = {}
+    for budget in curve_budgets(p, own_rows, len(splits["train"])):
+        runs: dict[str, list[list[str]]] = {name: [] for name in own}
+        for seed in run_seeds(p):
+            for name in trained:
+                if budget == own_rows and seed == p.seed:
+                    runs[name].append(own[name])
+                    continue
+                q = with_seed(p, seed)
+                if name == TRANSFER:
+                    model = finetune_at_budget(q, paths, tokenizer, splits, budget, f"finetune-{budget}-seed{seed}")
+                else:
+                    model, _ = train_target_only(q, paths, tokenizer, splits, budget, f"{name}-{budget}-seed{seed}")
+                runs[name].append(decode(model, tokenizer, texts, tgt_lang, greedy, p, f"{name} @{budget} seed {seed}"))
+                del model
+            for name in own:
+                if name not in trained:
+                    runs[name].append(own[name])
+        curve[budget] = runs
+    return curve
+
+
+# ---------------------------------------------------------------- significance
+
+
+class BleuStatistics:
+    """sacrebleu's paired-bootstrap machinery for BLEU (what sacrebleu.significance does): the
+    per-sentence sufficient statistics of a system (hypothesis and reference lengths, matching
+    and total n-grams of each order), so the corpus BLEU of any resample of test rows is that of
+    its summed statistics. The references are tokenized once, each distinct output scored once
+    (a baseline no budget changes is the same output at every budget and seed)."""
+
+    def __init__(self, references: list[str], tgt_lang: str):
+        self.bleu = BLEU(tokenize=bleu_tokenizer(tgt_lang), references=[references])
+        self.count = len(references)
+        self.extracted: dict[tuple[str, ...], np.ndarray] = {}
+
+    def statistics(self, hypotheses: list[str]) -> np.ndarray:
+        """(rows, 2 + 2 * max n-gram order) integer statistics, one row per test sentence."""
+        if len(hypotheses) != self.count:
+            raise ValueError(f"BLEU statistics: {len(hypotheses)} hypotheses for {self.count} references")
+        key = tuple(hypotheses)
+        if key not in self.extracted:
+            self.extracted[key] = np.asarray(self.bleu._extract_corpus_statistics(hypotheses, None), dtype=np.int64)
+        return self.extracted[key]
+
+    def scorer(self, hypotheses: list[str]) -> Scorer:
+        """rows -> corpus BLEU of those rows (a resample may repeat a row): the statistics are
+        summed as the product of each row's count in the resample by the statistics matrix."""
+        stats = self.statistics(hypotheses)
+
+        def score(rows: np.ndarray) -> float:
+            summed = np.bincount(rows, minlength=self.count) @ stats
+            return float(self.bleu._compute_score_from_stats(summed.tolist()).score)
+
+        return score
+
+
+def budget_report(curve: dict[int, dict[str, list[list[str]]]], statistics: BleuStatistics, p: Params) -> dict:
+    """by_budget: per budget (keyed by its rows as text) the rows trained on, the seeds, each
+    model's greedy BLEU over seeds and the paired gain of transfer over each baseline."""
+    rows = np.arange(statistics.count)
+    report = {}
+    for budget, runs in sorted(curve.items()):
+        scorers = {name: [statistics.scorer(hyps) for hyps in per_seed] for name, per_seed in runs.items()}
+        report[str(budget)] = {
+            "train_rows": budget,
+            "seeds": len(scorers[TRANSFER]),
+            "decoding": "greedy",
+            "scores": {name: {"bleu": spread([score(rows) for score in per_seed])} for name, per_seed in scorers.items()},
+            "gain_over": {name: {"bleu": gain(scorers[TRANSFER], per_seed, statistics.count, p)}
+                          for name, per_seed in scorers.items() if name != TRANSFER},
+        }
+    return report
+
+
+def gain(model: list[Scorer], baseline: list[Scorer], n_rows: int, p: Params) -> dict:
+    e = p.evaluate
+    return paired_gain(model, baseline, n_rows, e.bootstrap_resamples, e.confidence, seed=p.seed)
+
+
+def own_significance(p: Params, hypotheses: dict, statistics: BleuStatistics, by_budget: dict, own: int) -> dict:
+    """Transfer vs each baseline at the run's own budget (paired_gain results + "decoding"): with
+    one seed on the beam hypotheses of the run's own models, with more the greedy curve point
+    over the seeds."""
+    if p.evaluate.seeds == 1:
+        transfer = [statistics.scorer(hypotheses[TRANSFER]["beam"])]
+        return {name: {**gain(transfer, [statistics.scorer(by_mode["beam"])], statistics.count, p), "decoding": "beam"}
+                for name, by_mode in hypotheses.items() if name != TRANSFER}
+    point = by_budget[str(own)]["gain_over"]
+    return {name: {**point[name]["bleu"], "decoding": "greedy"} for name in point}
 
 
 # ---------------------------------------------------------------- plots
@@ -216,24 +355,29 @@ def budget_curve(p: Params, paths: Paths, tokenizer, splits, rows: list[dict], t
 KIND = "translation"  # plots/translation/: dvc.yaml's `plots/${task.kind}` output of evaluate
 
 
+def budget_rows(by_budget: dict) -> list[dict]:
+    """{budget, transfer, transfer_low, transfer_high, target_only, ...}: one row per budget, each
+    model's mean BLEU over seeds a field of its own, so DVC draws one line per model
+    (`y: [transfer, target_only]`), and `_low`/`_high` the min and max over the seeds."""
+    rows = []
+    for entry in sorted(by_budget.values(), key=lambda e: e["train_rows"]):
+        row: dict = {"budget": entry["train_rows"]}
+        for name in (TRANSFER, *TRAINED):
+            if name in entry["scores"]:
+                bleu = entry["scores"][name]["bleu"]
+                row.update({name: bleu["mean"], f"{name}_low": bleu["min"], f"{name}_high": bleu["max"]})
+        rows.append(row)
+    return rows
 
-def budget_rows(points: list[dict]) -> list[dict]:
-    """{budget, transfer, target_only}: one row per budget, each model's BLEU a field of its own,
-    so DVC draws one line per model (`y: [transfer, target_only]`)."""
-    rows: dict[int, dict] = {}
-    for point in points:
-        rows.setdefault(point["budget"], {"budget": point["budget"]})[point["model"]] = point["bleu"]
-    return [rows[budget] for budget in sorted(rows)]
 
-
-def write_plots(paths: Paths, curve: list[dict]) -> None:
+def write_plots(paths: Paths, by_budget: dict) -> None:
     """The budget curve, then its DVC plot definition. The loss curves are not repeated here:
     DVCLive's files under dvclive/finetune (the finetune stage's `plots`) hold them."""
-    rows = budget_rows(curve)
-    models = [name for name in (TRANSFER, "target_only") if all(name in row for row in rows)]
+    rows = budget_rows(by_budget)
+    models = [name for name in (TRANSFER, *TRAINED) if all(name in row for row in rows)]
     write_json_atomic(paths.kind_plots(KIND) / "budget_curve.json", rows)
     budget = {"template": "linear" if len(rows) > 1 else "scatter",  # one budget: a line would not show
-              "x": "budget", "y": models, "x_label": "target training pairs", "y_label": "BLEU (greedy)",
+              "x": "budget", "y": models, "x_label": "target training pairs", "y_label": "BLEU (greedy, mean over seeds)",
               "title": "Greedy BLEU on the target test rows by target budget"}
     write_plot_definitions(paths.plot_definitions, KIND, [{f"{KIND}/budget_curve.json": budget}])
 
@@ -256,14 +400,22 @@ def run(p: Params, paths: Paths) -> dict:
     scores = {name: score_modes(by_mode, references, tgt_lang) for name, by_mode in hypotheses.items()}
     notes["decoding"] = decoding_options(p)
     notes["test_rows"] = len(rows)
-    curve = budget_curve(p, paths, tokenizer, splits, rows, tgt_lang, scores)
+    notes["budget_curve"] = {"seeds": run_seeds(p), "decoding": "greedy", "plot_band": "min and max over seeds",
+                             "interval": "paired bootstrap over test rows of sacrebleu's sentence statistics, "
+                                         "per-resample gain averaged over seeds"}
+    greedy = {name: by_mode["greedy"] for name, by_mode in hypotheses.items()}
+    curve = curve_hypotheses(p, paths, tokenizer, splits, texts, tgt_lang, greedy)
+    statistics = BleuStatistics(references, tgt_lang)
+    by_budget = budget_report(curve, statistics, p)
+    own_rows = own_budget(p, paths, splits)
+    own = own_significance(p, hypotheses, statistics, by_budget, own_rows)
 
-    summary = transfer_summary(scores, p, notes)
+    summary = transfer_summary(scores, p, notes, by_budget, own, own_rows)
     predictions = prediction_rows(rows, hypotheses)
     reports = paths.evaluate_reports
     write_json_atomic(paths.metrics / "scores.json", scores)
     write_json_atomic(paths.metrics / "transfer.json", summary)
     write_jsonl_atomic(reports / "predictions.jsonl", predictions)
     write_jsonl_atomic(reports / "samples.jsonl", predictions[: p.evaluate.samples])
-    write_plots(paths, curve)
+    write_plots(paths, by_budget)
     return summary

@@ -50,8 +50,9 @@ def tiny_translation_params(**overrides) -> Params:
         "model": {"init": "scratch", "scratch": {"layers": 2, "hidden_size": 32, "heads": 2,
                                                   "intermediate_size": 64, "vocab_size": 1000}},
         "tokenize": {"max_length": 64},
-        # 30 steps at 3e-3 take seconds and leave a model that has learned something
-        "pretrain": {"mode": "supervised", "max_steps": 30, "eval_steps": 15, "batch_size": 16,
+        # 30 steps at 3e-3 take seconds and leave a model that has learned something (max_steps
+        # caps epochs: 2 epochs of the 300 pairs are 38 steps)
+        "pretrain": {"mode": "supervised", "epochs": 2.0, "max_steps": 30, "eval_steps": 15, "batch_size": 16,
                      "learning_rate": 3e-3, "early_stopping_patience": 0},
         "finetune": {"strategy": "full", "max_steps": 10, "eval_steps": 5, "batch_size": 16, "learning_rate": 1e-3},
         "evaluate": {"baselines": ["target_only", "zero_shot"], "test_rows": 20, "samples": 5,
