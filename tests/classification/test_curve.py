@@ -80,15 +80,29 @@ def test_each_seed_draws_its_own_stratified_subset(tokenized_workspace):
     assert sorted(first["labels"]) == sorted(second["labels"])  # the same class counts: stratified
 
 
-def test_a_curve_of_two_budgets_and_two_seeds_writes_every_figure(workspace, params):
+def test_a_curve_of_two_budgets_and_two_seeds_writes_every_figure(workspace, params, monkeypatch):
     p = params(**{"evaluate.curve_budgets": [20], "evaluate.seeds": 2,
                   "evaluate.baselines": ["target_only", "zero_shot"], "evaluate.bootstrap_resamples": 200})
+    # SetFit itself needs a pretrained body (tests/classification/test_setfit_baseline.py runs it);
+    # here a stand-in records the rows it is given, so the curve's wiring is what is checked
+    p = p.model_copy(update={"evaluate": p.evaluate.model_copy(update={"baselines": ["target_only", "zero_shot", "setfit"]})})
+    given = []
+
+    def fake_setfit(seeded, rows, texts):
+        given.append((seeded.seed, tuple(sorted(row["text"] for row in rows))))
+        return np.zeros(len(texts), dtype=np.int64), {"train_rows": len(rows)}
+
+    monkeypatch.setattr(evaluate, "setfit_predictions", fake_setfit)
     finetune.run(p, workspace)
     summary = evaluate.run(p, workspace)
     assert set(summary["by_budget"]) == {"20", "all"} and summary["budget"] == "all"
-    for key, entry in summary["by_budget"].items():
+    # SetFit trained once per budget and seed (own budget, seed 7 first), on that seed's subset
+    assert [seed for seed, _ in given] == [7, 7, 8, 8]
+    at_20 = {seed: rows for seed, rows in given if len(rows) == 20}
+    assert set(at_20) == {7, 8} and at_20[7] != at_20[8]
+    for entry in summary["by_budget"].values():
         assert entry["seeds"] == 2
-        assert set(entry["scores"]) == {"transfer", "target_only", "zero_shot"}
+        assert set(entry["scores"]) == {"transfer", "target_only", "zero_shot", "setfit"}
         assert len(entry["scores"]["transfer"]["per_seed"]) == 2
         for gain in entry["gain_over"].values():
             assert gain["low"] <= gain["gain"] <= gain["high"]
@@ -103,6 +117,6 @@ def test_a_curve_of_two_budgets_and_two_seeds_writes_every_figure(workspace, par
     assert summary["verdict"]["target_only"] == summary["by_budget"]["all"]["gain_over"]["target_only"]["verdict"]
     curve = read_json(workspace.kind_plots("classification") / "budget_curve.json")
     assert [row["budget"] for row in curve] == [20, summary["by_budget"]["all"]["train_rows"]]
-    assert all({"transfer", "target_only", "zero_shot", "transfer_low", "transfer_high"} <= set(row) for row in curve)
+    assert all({"transfer", "target_only", "zero_shot", "setfit", "transfer_low", "transfer_high"} <= set(row) for row in curve)
     assert "budget_curve.json" in workspace.plot_definitions.read_text()
     assert read_json(workspace.metrics / "transfer.json") == summary
