@@ -171,7 +171,8 @@ class SourceSpec(Strict):
     languages: Optional[LanguagePair] = None  # translation: this section's direction, e.g. {src: en, tgt: de}
     # classification, data.source only: the source task's own classes (its label rule maps into
     # these), for pretrain.mode supervised and mlm+supervised; None = the same as task.labels.
-    # The target's classes are always task.labels.
+    # The target's classes are always task.labels. pretrain.mode mlm reads the source's text only
+    # (no label column, no label rule: these are not used).
     labels: Optional[list[str]] = Field(None, min_length=2)
     splits: Optional[SplitNames] = None  # predefined splits instead of a random split
 
@@ -180,6 +181,13 @@ class SourceSpec(Strict):
         if self.path.startswith(("http://", "https://")) and not self.sha256:
             raise ValueError(f"a URL source needs sha256 to pin its content: {self.path!r}")
         return self
+
+    @field_validator("labels")
+    @classmethod
+    def _unique_labels(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"labels must be unique, got {value}")
+        return value
 
 
 class SplitParams(Strict):
@@ -244,7 +252,9 @@ class TrainParams(Strict):
     learning_rate: float = Field(5e-5, gt=0.0, le=1.0)
     batch_size: int = Field(32, ge=1, le=4096)
     epochs: float = Field(1.0, gt=0.0, le=1000.0)
-    max_steps: int = Field(-1, ge=-1, le=MAX_STEPS)  # -1: run `epochs`; otherwise stop after this many steps
+    # -1: run `epochs`; otherwise a cap on the steps `epochs` gives (an epoch is ceil(train rows /
+    # batch_size) steps): a small training set stops at `epochs`, a large one at max_steps
+    max_steps: int = Field(-1, ge=-1, le=MAX_STEPS)
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.01, ge=0.0, le=10.0)
     eval_steps: int = Field(100, ge=1, le=MAX_STEPS)  # evaluate (and checkpoint) every N steps
@@ -401,15 +411,14 @@ class Params(Strict):
         return self
 
     def domain_labels(self, domain: str) -> list[str]:
-        """A classification domain's classes: the target's are task.labels, the source's are
-        data.source.labels when given (a source task of its own), else task.labels."""
-        if domain == "source" and self.data.source.labels is not None:
-            return list(self.data.source.labels)
-        return list(self.task.labels)
+        """A classification domain's classes: see the module-level `domain_labels`."""
+        return domain_labels(self, domain)
 
     def _classification_fits(self) -> None:
         if self.finetune.strategy == "freeze_encoder":
             raise ValueError("finetune.strategy 'freeze_encoder' is for translation; classification has head_only")
+        if "setfit" in self.evaluate.baselines and self.model.init == "scratch":
+            raise ValueError("evaluate.baselines: setfit fine-tunes a pretrained sentence encoder (model.init), not scratch")
         vader = self.evaluate.vader
         labels = self.task.labels
         for role, name in (vader.model_dump(exclude_none=True).items() if vader else ()):
@@ -423,6 +432,18 @@ class Params(Strict):
                 f"model.scratch.max_positions {self.model.scratch.max_positions} is too small: tokenize.max_length "
                 f"{self.tokenize.max_length} and evaluate.generation.max_new_tokens + 1 need {needed}"
             )
+
+
+def domain_labels(p: Params, domain: str) -> list[str]:
+    """A classification domain's classes: the target's are task.labels, the source's are
+    data.source.labels when given (a source task of its own), else task.labels.
+
+    A function as well as `Params.domain_labels`, for the stages: it reads the two fields as
+    attributes, so the reads a stage makes are the params it lists in dvc.yaml (a method call
+    would read the whole params, as tests/dvc/recorder.py records it)."""
+    if domain == "source" and p.data.source.labels is not None:
+        return list(p.data.source.labels)
+    return list(p.task.labels)
 
 
 # ---------------------------------------------------------------- loading

@@ -150,6 +150,24 @@ def test_freeze_encoder_is_refused_for_classification():
     assert "finetune.strategy" in message and "translation" in message
 
 
+def test_each_domain_has_its_classes():
+    params = parse_params({"data": {**DATA, "source": {**DATA["source"], "labels": ["neg", "pos"]}},
+                           "task": {"labels": ["bug", "feature", "question"]}})
+    assert params.domain_labels("source") == ["neg", "pos"] and params.domain_labels("target") == ["bug", "feature", "question"]
+    assert parse_params({"data": DATA}).domain_labels("source") == ["negative", "positive"]  # unset: task.labels
+    message = error_of({"data": {**DATA, "source": {**DATA["source"], "labels": ["neg", "neg"]}}})
+    assert "data.source.labels: labels must be unique" in message
+    assert "data.target.labels" in error_of({"data": {**DATA, "target": {**DATA["target"], "labels": ["a", "b"]}}})
+
+
+def test_vader_labels_must_be_task_labels():
+    ok = parse_params({"data": DATA, "task": {"labels": ["bad", "meh", "good"]},
+                       "evaluate": {"vader": {"negative": "bad", "positive": "good", "neutral": "meh"}}})
+    assert ok.evaluate.vader.neutral == "meh"
+    message = error_of({"data": DATA, "evaluate": {"vader": {"negative": "negative", "positive": "pos"}}})
+    assert "evaluate.vader.positive: 'pos' is not one of task.labels" in message
+
+
 def test_a_language_pair_needs_two_languages():
     data = {**PAIRS, "source": {**PAIRS["source"], "languages": {"src": "en", "tgt": "en"}}}
     message = error_of({**TRANSLATION, "data": data})

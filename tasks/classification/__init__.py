@@ -6,9 +6,13 @@ handoff checks), train.py (fine-tuning strategies, the budgeted run) and metrics
 between the stages and the exported package:
 
 - Prepared rows, `data/prepared/{source,target}/{train,val,test}.jsonl`: `{"id", "text", "label"}`
-  with `label` one of `task.labels`.
+  with `label` one of the domain's classes (`Params.domain_labels`: task.labels for the target,
+  data.source.labels, else task.labels, for the source); `{"id", "text"}` for the source under
+  pretrain.mode mlm, which reads its text only.
 - Tokenized data, `data/tokenized/{source,target}`: train/val/test with `id`, `input_ids`,
-  `attention_mask` (+ `token_type_ids`), `labels` (the label's index), `length`; unpadded.
-- Models, `models/{source,target}`: a sequence classifier whose id2label is `task.labels`, with
-  its tokenizer (safetensors).
+  `attention_mask` (+ `token_type_ids`), `labels` (the label's index in the domain's classes;
+  absent for an unlabelled source), `length`; unpadded.
+- Models, `models/{source,target}`: `models/source` a sequence classifier over the source's
+  classes (or a masked-LM, pretrain.mode mlm), `models/target` one whose id2label is
+  `task.labels`, each with its tokenizer (safetensors).
 """

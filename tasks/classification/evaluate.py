@@ -1,13 +1,23 @@
 """Score the fine-tuned model on the frozen target test split against baselines on the same
-split: target_only (same init, no source stage, its own lr and steps), zero_shot (the source
-model as it is, when its labels agree) and vader (rule-based sentiment). Writes
-metrics/scores.json, metrics/transfer.json, reports/evaluate/predictions.jsonl (every test row
-with each model's label, for error analysis) and plots/classification/confusion.json with
-plots/dvc.yaml, how `dvc plots show` draws it (the training curves are DVCLive's)."""
+split: target_only (same init, no source stage, its own lr and steps), setfit (optional: SetFit
+on the same body and subset), zero_shot (the source model as it is, when its labels are the
+target's) and vader (rule-based sentiment, for a target declared as sentiment by evaluate.vader).
+Then the budget curve: at the run's own budget and each of evaluate.curve_budgets, for seeds
+p.seed .. p.seed+evaluate.seeds-1, transfer and every trained baseline are trained again with
+that seed (its own stratified subset, head init and order); the run's own models are seed p.seed
+at its own budget. A paired bootstrap over test rows, seeds averaged, gives each gain an interval
+and a verdict (helps / no difference / hurts).
+
+Writes metrics/scores.json (every model at the run's own budget and seed), metrics/transfer.json
+(the gains, `headline`, `verdict`, `interval`, `by_budget`, `curve`), reports/evaluate/predictions.jsonl
+(every test row with each model's label, for error analysis) and plots/classification/
+{confusion,budget_curve}.json with plots/dvc.yaml, how `dvc plots show` draws them (the training
+curves are DVCLive's)."""
 
 from __future__ import annotations
 
 import numpy as np
+from datasets import load_from_disk
 
 from tasks.classification.metrics import classification_metrics, confusion_counts, confusion_rows
 from tasks.classification.model import (
@@ -18,6 +28,7 @@ from tasks.classification.model import (
     model_labels,
     predict,
 )
+from tasks.classification.setfit_baseline import setfit_predictions, setfit_rows
 from tasks.classification.train import fine_tune, train_target_only
 from tasks.common.io import write_json_atomic, write_jsonl_atomic, write_plot_definitions
 from tasks.common.models import save_model
@@ -95,7 +106,15 @@ def baseline_predictions(p: Params, paths: Paths, tokenizer, texts: list[str]) -
                 notes[name] = {"skipped": VADER_UNDECLARED}
                 continue
             predictions[name] = vader_predictions(texts, p.evaluate.vader, labels)
+        elif name == "setfit":
+            predictions[name], notes[name] = setfit_at(p, paths, p.finetune.target_budget, texts)
     return predictions, notes
+
+
+def setfit_at(p: Params, paths: Paths, budget: int | None, texts: list[str]) -> tuple[np.ndarray, dict]:
+    """SetFit (the same body) trained on the subset every other model gets at `budget` and p.seed."""
+    train_split = load_from_disk(str(paths.tokenized_domain("target")))["train"]  # with its text column
+    return setfit_predictions(p, setfit_rows(train_split, budget, p.seed), texts)
 
 
 def transfer_summary(scores: dict, p: Params, notes: dict, by_budget: dict, own_key: str) -> dict:
@@ -152,6 +171,8 @@ def train_point(p: Params, paths: Paths, splits, tokenizer, texts: list[str], na
     run_name = f"curve-{name}-{key}-s{p.seed}"
     budget = budget_rows(key)
     print(f"evaluate: budget curve: {name} at {key} labels, seed {p.seed}", flush=True)
+    if name == "setfit":
+        return setfit_at(p, paths, budget, texts)[0]
     if name == "transfer":
         model, _ = fine_tune(p, paths, splits, tokenizer, budget, run_name)
     else:

@@ -17,11 +17,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import AutoTokenizer, PreTrainedModel
 
 from serving.classifier import MODEL_FILE, OUTPUT, TASK, OnnxClassifier
 from serving.package import FORMAT_VERSION, MANIFEST, TOKENIZER_FILE, sealed
-from tasks.classification.model import model_labels
+from tasks.classification.model import load_classifier, model_labels
 from tasks.common.errors import ExportError, HandoffError
 from tasks.common.io import atomic_dir, write_json_atomic
 from tasks.common.onnx_export import (
@@ -66,7 +66,8 @@ def parity_texts(paths: Paths, count: int) -> list[str]:
 
 def load_target(model_dir: Path):
     # float32 on CPU: the reference the ONNX graph must match, whatever the training device.
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32)
+    # load_classifier: the class config.json's classifier_pooling names (the graph holds the pooling).
+    model = load_classifier(model_dir, model_labels(model_dir), dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if tokenizer.pad_token_id is None:
         raise HandoffError(f"{model_dir}: tokenizer has no pad token, so batches cannot be padded")

@@ -1,6 +1,8 @@
 """Ingest: read the source and target corpora, label, clean, deduplicate and split them.
 
-Writes `data/prepared/{source,target}/{train,val,test}.jsonl` (rows {"id", "text", "label"}),
+Writes `data/prepared/{source,target}/{train,val,test}.jsonl` (rows {"id", "text", "label"}; each
+domain's label one of its own classes: `data.source.labels` for the source, `task.labels` for the
+target; an unlabelled source, for `pretrain.mode: mlm`, has rows {"id", "text"}),
 `data/prepared/quarantine.jsonl` (every bad row with its reason) and `reports/data.json`, whose
 counts add up per domain:
 
@@ -40,12 +42,14 @@ from tasks.common.sources import (
     read_records,
     resolve_input,
 )
-from tasks.params import LabelRule, Params, SplitParams, label_key
+from tasks.params import LabelRule, Params, SplitParams, domain_labels, label_key
 
 # Every reason a row can be quarantined for: the report lists each (zeros included), so
 # `dvc metrics diff` compares like with like.
 QUARANTINE_KINDS = READ_PROBLEMS + ("not_text", "empty_text", "missing_label", "not_a_number", "unknown_label")
 RAW_SHOWN = 3  # the most common raw values a fatal error names
+# The data report's note on an unlabelled domain (the source under pretrain.mode mlm)
+UNLABELLED = "unlabelled: pretrain.mode mlm reads the source text only (no label column read, no label rule, split not stratified)"
 
 
 @dataclass
@@ -53,20 +57,38 @@ class Example:
     file: str  # the input file it came from (for the per-file accounts)
     id: str
     text: str
-    label: str
+    label: str | None  # None: an unlabelled domain's row
     order: int  # position in the input: outputs keep input order, so they are easy to diff
 
     def output(self) -> dict:
-        return {"id": self.id, "text": self.text, "label": self.label}
+        row = {"id": self.id, "text": self.text}
+        return row if self.label is None else {**row, "label": self.label}
 
 
 @dataclass
 class Domain(prepared.Domain):
     examples: list[Example] = field(default_factory=list)
+    labels: list[str] | None = None  # its classes (the label rule maps into them); None: unlabelled
+
+
+def domain_classes(p: Params, name: str) -> list[str] | None:
+    """A domain's classes, or None when its labels are not read: the source under pretrain.mode
+    mlm, which trains on the source text alone."""
+    if name == "source" and p.pretrain.mode == "mlm":
+        return None
+    return domain_labels(p, name)
+
+
+def labels_field(p: Params, name: str) -> str:
+    """Where a domain's classes come from, as an error names them."""
+    return "data.source.labels" if name == "source" and p.data.source.labels is not None else "task.labels"
 
 
 def columns_of(domain: Domain) -> dict[str, str]:
-    """The input columns classification reads, by role (the role is the `columns` key)."""
+    """The input columns classification reads, by role (the role is the `columns` key); an
+    unlabelled domain's text only."""
+    if domain.labels is None:
+        return {"text": domain.spec.columns.text}
     return {"text": domain.spec.columns.text, "label": domain.spec.columns.label}
 
 
@@ -74,18 +96,23 @@ def columns_of(domain: Domain) -> dict[str, str]:
 
 
 def check_rules(p: Params) -> None:
-    """Label-rule mistakes fail before any file is read."""
-    labels = p.task.labels
+    """Label-rule mistakes fail before any file is read: each domain's rule maps into that
+    domain's own classes (an unlabelled source has no rule to check)."""
     for name in DOMAINS:
+        labels = domain_classes(p, name)
+        if labels is None:
+            continue
         rule: LabelRule = getattr(p.data, name).label_rule
         field_name = f"data.{name}.label_rule"
+        where = labels_field(p, name)
         if rule.kind == "threshold" and len(labels) != 2:
+            hint = "; a source task of its own: data.source.labels, e.g. [negative, positive]" if name == "source" else ""
             raise ParamsError(
-                f"{field_name}.kind: threshold needs exactly 2 task.labels (negative, positive), got {labels}"
+                f"{field_name}.kind: threshold needs exactly 2 classes (low, high) in {where}, got {labels}{hint}"
             )
         for raw, mapped in rule.mapping.items():
             if mapped not in labels:
-                raise ParamsError(f"{field_name}.mapping: {raw!r} maps to {mapped!r}, not one of task.labels {labels}")
+                raise ParamsError(f"{field_name}.mapping: {raw!r} maps to {mapped!r}, not one of {where} {labels}")
 
 
 # ---------------------------------------------------------------- labelling and cleaning
@@ -114,8 +141,8 @@ def by_threshold(raw: Any, rule: LabelRule, labels: list[str]) -> str | Bad | No
     return labels[1] if score > rule.threshold else labels[0]
 
 
-def judge(record: Record, rule: LabelRule, labels: list[str], min_chars: int) -> str | Bad | None:
-    """The class name, a Bad to quarantine the row, or None for a neutral row."""
+def text_problem(record: Record, min_chars: int) -> Bad | None:
+    """Why the row's text cannot be used (a Bad to quarantine it), or None."""
     if record.problem:
         return record.problem
     wrong_type = not_text(record.values["text"], "text")
@@ -124,7 +151,12 @@ def judge(record: Record, rule: LabelRule, labels: list[str], min_chars: int) ->
     text = clean_text(record.values["text"])
     if len(text) < min_chars:
         return Bad("empty_text", f"empty or too short text ({len(text)} chars, min_chars {min_chars})")
-    return apply_rule(record.values["label"], rule, labels)
+    return None
+
+
+def judge(record: Record, rule: LabelRule, labels: list[str], min_chars: int) -> str | Bad | None:
+    """The class name, a Bad to quarantine the row, or None for a neutral row."""
+    return text_problem(record, min_chars) or apply_rule(record.values["label"], rule, labels)
 
 
 def quarantine_row(domain: str, record: Record, bad: Bad) -> dict:
@@ -135,7 +167,7 @@ def quarantine_row(domain: str, record: Record, bad: Bad) -> dict:
         "kind": bad.kind,
         "reason": bad.reason,
         "text": json_safe(record.values["text"]),
-        "raw_label": json_safe(record.values["label"]),
+        "raw_label": json_safe(record.values.get("label")),  # None: an unlabelled domain
     }
 
 
@@ -143,16 +175,22 @@ def label_records(domain: Domain, records: Iterable[Record], p: Params) -> None:
     rule = domain.spec.label_rule
     for record in records:
         domain.read_row(record.file)
-        outcome = judge(record, rule, p.task.labels, p.data.min_chars)
-        if isinstance(outcome, Bad):
-            domain.tally(record.file, f"quarantined.{outcome.kind}")
-            domain.quarantined.append(quarantine_row(domain.name, record, outcome))
-        elif outcome is None:
-            domain.tally(record.file, "neutral")
+        label: str | None = None
+        if domain.labels is None:  # text only: kept, with no label, unless the text is bad
+            bad = text_problem(record, p.data.min_chars)
+        else:
+            outcome = judge(record, rule, domain.labels, p.data.min_chars)
+            if outcome is None:
+                domain.tally(record.file, "neutral")
+                continue
+            bad, label = (outcome, None) if isinstance(outcome, Bad) else (None, outcome)
+        if bad:
+            domain.tally(record.file, f"quarantined.{bad.kind}")
+            domain.quarantined.append(quarantine_row(domain.name, record, bad))
         else:
             domain.long_records.see(record)
             text = clean_text(record.values["text"])
-            domain.examples.append(Example(record.file, record.id, text, outcome, len(domain.examples)))
+            domain.examples.append(Example(record.file, record.id, text, label, len(domain.examples)))
 
 
 def deduplicate(domain: Domain) -> None:
@@ -175,7 +213,7 @@ def check_usable(domain: Domain) -> None:
     labels = Counter(example.label for example in domain.examples)
     if not labels:
         raise DataError(f"{domain.where}: no usable rows ({describe_losses(domain)}){common_raw_values(domain)}")
-    if len(labels) < 2:
+    if len(labels) < 2 and domain.labels is not None:  # unlabelled: text alone, no classes to count
         (only, count), = labels.items()
         raise DataError(
             f"{domain.where}: only one class after labelling ({only!r}: {count} rows; {describe_losses(domain)}); "
@@ -209,27 +247,29 @@ def describe_losses(domain: Domain) -> str:
 # ---------------------------------------------------------------- splitting and leakage
 
 
-def split_sizes(n: int, fractions: SplitParams, where: str, label: str) -> tuple[int, int]:
-    """(test, val) sizes for one class: at least one each, and at least one left to train on."""
+def split_sizes(n: int, fractions: SplitParams, where: str, label: str | None) -> tuple[int, int]:
+    """(test, val) sizes for one class (label None: an unlabelled domain's rows): at least one
+    each, and at least one left to train on."""
     n_test = max(1, round(n * fractions.test_fraction))
     n_val = max(1, round(n * fractions.val_fraction))
     if n - n_test - n_val < 1:
-        raise DataError(
-            f"{where}: class {label!r} has {n} usable rows, too few for a stratified train/val/test split (needs 3)"
-        )
+        what = "it has" if label is None else f"class {label!r} has"
+        kind = "a" if label is None else "a stratified"
+        raise DataError(f"{where}: {what} {n} usable rows, too few for {kind} train/val/test split (needs 3)")
     return n_test, n_val
 
 
 def stratified_split(domain: Domain, fractions: SplitParams, seed: int) -> None:
-    by_label: dict[str, list[Example]] = {}
+    """Split each class apart (an unlabelled domain: all its rows at random, as one group)."""
+    by_label: dict[str | None, list[Example]] = {}
     for example in domain.examples:
         by_label.setdefault(example.label, []).append(example)
     splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
-    for label in sorted(by_label):
+    for label in sorted(by_label, key=str):
         group = list(by_label[label])
         # One generator per class (a string seed hashes stably): a class's split does not move
         # when another class gains or loses rows.
-        random.Random(f"{seed}:{domain.name}:{label}").shuffle(group)
+        random.Random(f"{seed}:{domain.name}" if label is None else f"{seed}:{domain.name}:{label}").shuffle(group)
         n_test, n_val = split_sizes(len(group), fractions, domain.where, label)
         splits["test"] += group[:n_test]
         splits["val"] += group[n_test : n_test + n_val]
@@ -265,6 +305,8 @@ def check_splits(domain: Domain) -> None:
     present = {e.label for e in domain.examples}
     for split, rows in domain.splits.items():
         missing = present - {e.label for e in rows}
+        if missing == {None}:  # unlabelled
+            raise DataError(f"{domain.where}: split {split!r} has no rows after removing leaked texts; too few rows")
         if missing:
             raise DataError(
                 f"{domain.where}: split {split!r} has no {sorted(missing)} rows after removing leaked texts; "
@@ -275,16 +317,20 @@ def check_splits(domain: Domain) -> None:
 # ---------------------------------------------------------------- report and outputs
 
 
-def domain_report(domain: Domain, labels: list[str]) -> dict:
-    """The domain's counts; before the split (a fatal error) its usable rows count as kept."""
+def domain_report(domain: Domain) -> dict:
+    """The domain's classes and counts; before the split (a fatal error) its usable rows count
+    as kept. An unlabelled domain has `labels` null, a note saying so and no per-class counts."""
     kept_rows = [e for rows in domain.splits.values() for e in rows] if domain.splits else domain.examples
     quarantined = {kind: domain.counts[f"quarantined.{kind}"] for kind in QUARANTINE_KINDS}
     leakage = {k.split(".", 1)[1]: n for k, n in sorted(domain.counts.items()) if k.startswith("leakage.")}
     splits = {
-        name: {"rows": len(rows), "labels": {label: sum(e.label == label for e in rows) for label in labels}}
+        name: {"rows": len(rows), "labels": {label: sum(e.label == label for e in rows) for label in domain.labels or []}}
         for name, rows in domain.splits.items()
     }
+    unlabelled = {"note": UNLABELLED} if domain.labels is None else {}
     return {
+        "labels": domain.labels,
+        **unlabelled,
         "input": {**domain.input, "format": domain.spec.format, "max_rows": domain.spec.max_rows},
         "rows_read": domain.rows_read,
         "kept": len(kept_rows),
@@ -301,12 +347,12 @@ def domain_report(domain: Domain, labels: list[str]) -> dict:
 
 def build_report(domains: list[Domain], p: Params, paths: Paths) -> dict:
     return {
-        "labels": list(p.task.labels),
+        "labels": list(p.task.labels),  # the target's; each domain lists its own
         "seed": p.seed,
         "split": p.data.split.model_dump(),
         "min_chars": p.data.min_chars,
         "quarantine_file": paths.quarantine.relative_to(paths.root).as_posix(),
-        **{domain.name: domain_report(domain, p.task.labels) for domain in domains},
+        **{domain.name: domain_report(domain) for domain in domains},
     }
 
 
@@ -335,7 +381,7 @@ def run(p: Params, paths: Paths) -> dict:
     An input that cannot be read stops before anything is written; data that can be read but not
     used (no usable rows, one class) still writes the quarantine file and the report."""
     check_rules(p)
-    domains = [Domain(name, getattr(p.data, name)) for name in DOMAINS]
+    domains = [Domain(name, getattr(p.data, name), labels=domain_classes(p, name)) for name in DOMAINS]
     return prepared.ingest(
         domains,
         read=lambda domain: read_domain(domain, p, paths),

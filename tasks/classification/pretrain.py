@@ -3,6 +3,7 @@ the labelled source, or the first then the second. Writes models/source/."""
 
 from __future__ import annotations
 
+import sys
 import tempfile
 
 from datasets import DatasetDict
@@ -15,18 +16,45 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from tasks.classification.model import load_classifier, load_tokenized, new_classifier
+from tasks.classification.model import POOLING_KEY, load_classifier, load_tokenized, new_classifier
 from tasks.classification.train import SCORED_BY_F1
+from tasks.common.errors import HandoffError
 from tasks.common.models import SCRATCH, resolve_init, save_model
 from tasks.common.paths import Paths
 from tasks.common.training import TrainJob, finish, fingerprint_of, history, train
-from tasks.params import Params
+from tasks.params import Params, domain_labels
 
-def new_mlm_model(p: Params, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+MLM_HEAD_FROM_INIT = "from the init"
+MLM_HEAD_FRESH = "fresh (the init has none)"
+MLM_HEAD_SCRATCH = "fresh (init scratch)"
+
+
+def new_mlm_model(p: Params, tokenizer: PreTrainedTokenizerBase) -> tuple[PreTrainedModel, str]:
+    """The masked-LM to adapt, and where its MLM head comes from (pretrain.json's `mlm_head`)."""
     if p.model.init == SCRATCH:
-        template = new_classifier(SCRATCH, p.task.labels, p.model.scratch, tokenizer).config
-        return BertForMaskedLM(BertConfig(**{k: v for k, v in template.to_dict().items() if k != "architectures"}))
-    return AutoModelForMaskedLM.from_pretrained(resolve_init(p.model.init))
+        template = new_classifier(SCRATCH, p.task.labels, p.model.scratch, tokenizer, pooling=p.model.pooling).config
+        head_keys = ("architectures", POOLING_KEY)  # an MLM has no classifier head
+        config = BertConfig(**{k: v for k, v in template.to_dict().items() if k not in head_keys})
+        return BertForMaskedLM(config), MLM_HEAD_SCRATCH
+    model, info = AutoModelForMaskedLM.from_pretrained(resolve_init(p.model.init), output_loading_info=True)
+    return model, mlm_head_origin(model, info["missing_keys"], p.model.init)
+
+
+def mlm_head_origin(model: PreTrainedModel, missing_keys: list[str], init: str) -> str:
+    """Whether the init's checkpoint held the MLM head (`cls.predictions.*` for BERT: every
+    weight outside the encoder). A sentence-embedding checkpoint such as the packaged MiniLM
+    holds the encoder only: its head starts untrained, said on stderr and in pretrain.json."""
+    encoder = model.base_model_prefix + "."
+    head_missing = sorted(key for key in missing_keys if not key.startswith(encoder))
+    if not head_missing:
+        return MLM_HEAD_FROM_INIT
+    print(
+        f"pretrain: warning: model.init {init!r} has no masked-LM head ({len(head_missing)} weights missing, "
+        f"e.g. {head_missing[0]}): it starts untrained, so MLM needs enough steps to train it before the "
+        "encoder adapts (pretrain.max_steps, or mlm_max_steps in mlm+supervised)",
+        file=sys.stderr, flush=True,
+    )
+    return MLM_HEAD_FRESH
 
 
 def pretrain_job(p: Params, paths: Paths, splits: DatasetDict, tokenizer, checkpoint: str, fingerprint: dict, **options) -> TrainJob:
@@ -39,8 +67,10 @@ def pretrain_job(p: Params, paths: Paths, splits: DatasetDict, tokenizer, checkp
 
 
 def mlm_job(p: Params, paths: Paths, splits: DatasetDict, tokenizer, max_steps: int) -> TrainJob:
+    if "labels" in splits["train"].column_names:  # a labelled source (mlm+supervised): text only here
+        splits = splits.remove_columns("labels")
     return pretrain_job(
-        p, paths, splits.remove_columns("labels"), tokenizer, "pretrain-mlm",
+        p, paths, splits, tokenizer, "pretrain-mlm",
         fingerprint_of(p.model, p.pretrain, p.seed, max_steps, len(splits["train"])),
         params=p.pretrain.model_copy(update={"max_steps": max_steps}),
         # selected and stopped on val loss (TrainJob defaults)
@@ -55,11 +85,23 @@ def supervised_job(p: Params, paths: Paths, splits: DatasetDict, tokenizer) -> T
     )
 
 
-def run_mlm(p: Params, paths: Paths, splits: DatasetDict, tokenizer, max_steps: int) -> PreTrainedModel:
+def run_mlm(p: Params, paths: Paths, splits: DatasetDict, tokenizer, max_steps: int) -> tuple[PreTrainedModel, dict]:
+    """The adapted masked-LM and its log: where its head came from, the final val loss and the
+    val loss curve (the Trainer's history)."""
     job = mlm_job(p, paths, splits, tokenizer, max_steps)
-    trainer = train(new_mlm_model(p, tokenizer), job)
+    model, head = new_mlm_model(p, tokenizer)
+    trainer = train(model, job)
+    log = {"mlm_head": head, "val": trainer.evaluate(), "history": history(trainer)}
     finish(job)
-    return trainer.model
+    return trainer.model, log
+
+
+def require_labels(splits: DatasetDict, mode: str) -> None:
+    if "labels" not in splits["train"].column_names:
+        raise HandoffError(
+            f"data/tokenized/source has no labels (ingested for pretrain.mode mlm, text only); pretrain.mode {mode} "
+            "trains on the source labels: run the ingest and tokenize stages first"
+        )
 
 
 def run(p: Params, paths: Paths) -> dict:
@@ -67,16 +109,20 @@ def run(p: Params, paths: Paths) -> dict:
     mode = p.pretrain.mode
     log: dict = {"mode": mode, "init": p.model.init, "source_train_rows": len(splits["train"])}
     if mode == "mlm":
-        model = run_mlm(p, paths, splits, tokenizer, p.pretrain.max_steps)
+        model, mlm_log = run_mlm(p, paths, splits, tokenizer, p.pretrain.max_steps)
+        log.update(mlm_log)
         save_model(model, tokenizer, paths.source_model, {"pretrain.json": log})
         return log
+    require_labels(splits, mode)
+    labels = domain_labels(p, "source")  # the source task's classes: the classifier's head
+    log["labels"] = labels
     if mode == "mlm+supervised":
-        adapted = run_mlm(p, paths, splits, tokenizer, p.pretrain.mlm_max_steps)
+        adapted, log["mlm"] = run_mlm(p, paths, splits, tokenizer, p.pretrain.mlm_max_steps)
         with tempfile.TemporaryDirectory() as tmp:
             adapted.save_pretrained(tmp)
-            model = load_classifier(tmp, p.task.labels)
+            model = load_classifier(tmp, labels, pooling=p.model.pooling)
     else:
-        model = new_classifier(p.model.init, p.task.labels, p.model.scratch, tokenizer)
+        model = new_classifier(p.model.init, labels, p.model.scratch, tokenizer, pooling=p.model.pooling)
     job = supervised_job(p, paths, splits, tokenizer)
     trainer = train(model, job)
     log["val"] = trainer.evaluate()

@@ -8,12 +8,13 @@ from datasets import Dataset, DatasetDict
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from tasks.common.errors import HandoffError
 from tasks.common.io import atomic_dir, write_json_atomic
 from tasks.common.models import SCRATCH, load_init_tokenizer
 from tasks.common.paths import DOMAINS, SPLITS, Paths
 from tasks.common.prepared import load_prepared
 from tasks.common.text import lengths_summary
-from tasks.params import Params
+from tasks.params import Params, domain_labels
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -49,15 +50,21 @@ def build_tokenizer(p: Params, source_train: list[dict]) -> PreTrainedTokenizerB
     return tokenizer
 
 
-def encode_split(rows: list[dict], tokenizer: PreTrainedTokenizerBase, p: Params) -> Dataset:
-    label_ids = {name: i for i, name in enumerate(p.task.labels)}
-    table = Dataset.from_dict(
-        {
-            "id": [str(row["id"]) for row in rows],
-            "text": [row["text"] for row in rows],
-            "labels": [label_ids[row["label"]] for row in rows],
-        }
-    )
+def encode_split(rows: list[dict], tokenizer: PreTrainedTokenizerBase, p: Params, domain: str = "target") -> Dataset:
+    """The rows tokenized, with `labels` the index of each row's label in its domain's classes
+    (data.source.labels for the source, task.labels for the target); rows ingest wrote without a
+    label (an unlabelled source, for pretrain.mode mlm) get no `labels` column."""
+    columns = {"id": [str(row["id"]) for row in rows], "text": [row["text"] for row in rows]}
+    if any("label" in row for row in rows):
+        labels = domain_labels(p, domain)
+        label_ids = {name: i for i, name in enumerate(labels)}
+        unknown = {str(row.get("label")) for row in rows} - set(label_ids)
+        if unknown:  # ingested under other params
+            raise HandoffError(
+                f"data/prepared/{domain}: labels {sorted(unknown)} are not the domain's classes {labels}: run the ingest stage first"
+            )
+        columns["labels"] = [label_ids[row["label"]] for row in rows]
+    table = Dataset.from_dict(columns)
 
     def encode(batch: dict) -> dict:
         encoded = tokenizer(batch["text"], truncation=True, max_length=p.tokenize.max_length)
@@ -81,7 +88,7 @@ def run(p: Params, paths: Paths) -> dict:
     with atomic_dir(paths.tokenized) as tmp:
         tokenizer.save_pretrained(tmp / "tokenizer")
         for domain in DOMAINS:
-            splits = DatasetDict({s: encode_split(prepared[domain][s], tokenizer, p) for s in SPLITS})
+            splits = DatasetDict({s: encode_split(prepared[domain][s], tokenizer, p, domain) for s in SPLITS})
             report[domain] = {s: length_stats(splits[s], p.tokenize.max_length) for s in SPLITS}
             splits.remove_columns("untruncated_length").save_to_disk(str(tmp / domain))
     write_json_atomic(paths.tokenize_report, report)

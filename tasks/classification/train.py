@@ -1,6 +1,6 @@
 """Training a classifier with the shared Trainer wrapper (tasks.common.training): the
 fine-tuning strategies (frozen layers, layer-wise learning-rate decay, a logistic-regression head
-on frozen features) and the budgeted run used by finetune and by evaluate's target-only baseline."""
+on frozen features, LoRA adapters merged back into the encoder) and the budgeted run used by finetune and by evaluate's target-only baseline."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sklearn.model_selection import train_test_split
 from transformers import DataCollatorWithPadding, PreTrainedModel
 
 from tasks.classification.metrics import trainer_metrics
-from tasks.classification.model import load_classifier, new_classifier
+from tasks.classification.model import head_handoff, head_input, load_classifier, new_classifier, reset_head
 from tasks.common.errors import PipelineError
 from tasks.common.paths import Paths
 from tasks.common.training import fingerprint_of, train_named_run, trainable_parameters
@@ -64,19 +64,41 @@ def llrd_optimizer(model: PreTrainedModel, p: FinetuneParams) -> torch.optim.Opt
     return torch.optim.AdamW(groups, lr=p.learning_rate, weight_decay=p.weight_decay)
 
 
+def with_lora(model: PreTrainedModel, ft: FinetuneParams) -> PreTrainedModel:
+    """finetune.strategy lora (peft): the encoder frozen, low-rank adapters (rank lora_rank,
+    scaled lora_alpha / lora_rank) on its attention query and value projections (peft's default
+    targets for the model type; every linear layer where it has none), and the head trained in
+    full: the classifier, and BERT's [CLS] pooler when the head reads it (pooling cls).
+    fine_tune merges the adapters into the encoder before the model leaves it."""
+    from peft import LoraConfig, TaskType, get_peft_model
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULT_TARGETS
+
+    head = ["classifier"] + (["pooler"] if getattr(encoder_of(model), "pooler", None) is not None else [])
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS, r=ft.lora_rank, lora_alpha=ft.lora_alpha, lora_dropout=ft.lora_dropout,
+        target_modules=None if model.config.model_type in DEFAULT_TARGETS else "all-linear", modules_to_save=head,
+    )
+    return get_peft_model(model, config)
+
+
+def lora_summary(model) -> dict:
+    """What the adapters were (for finetune.json), read from the peft model before merging."""
+    config = model.peft_config[model.active_adapter]
+    return {"rank": config.r, "alpha": config.lora_alpha, "dropout": config.lora_dropout,
+            "target_modules": sorted(config.target_modules), "modules_to_save": sorted(config.modules_to_save or [])}
+
+
 @torch.no_grad()
 def pooled_features(model: PreTrainedModel, dataset: Dataset, collator, batch_size: int) -> np.ndarray:
-    """The vector the classification head reads (BERT: the pooler output of [CLS])."""
+    """The vector the classification head reads (model.pooling: the masked mean, or BERT's
+    pooler output over [CLS])."""
     model.eval()
-    encoder = encoder_of(model)
     features = []
     columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names]
     rows = dataset.select_columns(columns)
     for start in range(0, len(rows), batch_size):
         batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
-        output = encoder(**batch)
-        pooled = output.pooler_output if output.pooler_output is not None else output.last_hidden_state[:, 0]
-        features.append(pooled.float().numpy())
+        features.append(head_input(model, batch).float().numpy())
     return np.concatenate(features)
 
 
@@ -114,16 +136,26 @@ def fine_tune(p: Params, paths: Paths, splits, tokenizer, budget: int | None, na
     (its subset, head init and order): the finetune stage's model, and each point of evaluate's
     budget curve (p with another seed, another budget and run name)."""
     ft = p.finetune
-    transformers.set_seed(p.seed)  # the fresh parts of the model (a head) start from the seed
-    model = load_classifier(paths.source_model, p.task.labels)
+    transformers.set_seed(p.seed)  # the fresh parts of the model (a head, adapters) start from the seed
+    # The encoder transfers; the head only when the source's was trained on task.labels.
+    fresh, head = head_handoff(paths.source_model, p.task.labels)
+    model = load_classifier(paths.source_model, p.task.labels, pooling=p.model.pooling, ignore_mismatched_sizes=fresh)
+    if fresh:
+        reset_head(model)
+    if ft.strategy == "lora":
+        model = with_lora(model, ft)
     freeze(model, ft.strategy, ft.freeze_layers)
+    trainable = trainable_parameters(model)  # what training updates (lora: adapters + head, not the merged model)
     if ft.strategy == "features":
         train_rows = budget_subset(splits["train"], budget, p.seed)
         result = {"train_rows": len(train_rows), "features": fit_features_head(model, train_rows, tokenizer, p.seed)}
     else:
         model, result = train_classifier(model, splits, tokenizer, ft, p, paths, name, budget)
+    if ft.strategy == "lora":
+        result["lora"] = lora_summary(model)
+        model = model.merge_and_unload()  # a plain classifier again: saved, evaluated and exported as any other
     result.update(strategy=ft.strategy, target_budget=budget, learning_rate=ft.learning_rate,
-                  trainable_parameters=trainable_parameters(model), seed=p.seed)
+                  trainable_parameters=trainable, seed=p.seed, head=head)
     return model, result
 
 
@@ -131,7 +163,7 @@ def train_target_only(p: Params, paths: Paths, splits, tokenizer, budget: int | 
     """The fair baseline: the init with a fresh head, trained on the same `budget` target rows
     (same seed: same subset) with evaluate.target_only's params, no source stage."""
     transformers.set_seed(p.seed)
-    model = new_classifier(p.model.init, p.task.labels, p.model.scratch, tokenizer)
+    model = new_classifier(p.model.init, p.task.labels, p.model.scratch, tokenizer, pooling=p.model.pooling)
     model, result = train_classifier(model, splits, tokenizer, p.evaluate.target_only, p, paths, name, budget)
     result["seed"] = p.seed
     return model, result

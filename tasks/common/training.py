@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,11 +61,22 @@ class TrainJob:
     fingerprint: Optional[dict] = None  # what makes a checkpoint resumable (params, data)
 
 
+def capped_steps(p: TrainParams, train_rows: int, rows_per_step: int) -> int:
+    """The run's length in optimizer steps: `epochs` over `train_rows`, at most `max_steps`
+    (-1: epochs alone). The HF Trainer's own max_steps replaces epochs outright, so a cap meant
+    for a large training set would run a small one for hundreds of epochs."""
+    if p.max_steps < 0:
+        return -1
+    per_epoch = max(1, math.ceil(train_rows / rows_per_step))  # the last batch may be short
+    return min(math.ceil(p.epochs * per_epoch), p.max_steps)
+
+
 def training_arguments(job: TrainJob) -> TrainingArguments:
+    """The Trainer's arguments; max_steps is a cap on the steps `epochs` gives (capped_steps)."""
     p = job.params
     on_cuda = pick_device(job.device).type == "cuda"
     evaluate = job.val is not None
-    return TrainingArguments(
+    args = TrainingArguments(
         output_dir=str(job.checkpoint_dir),
         learning_rate=p.learning_rate,
         per_device_train_batch_size=p.batch_size,
@@ -93,6 +105,9 @@ def training_arguments(job: TrainJob) -> TrainingArguments:
         dataloader_num_workers=0,
         save_only_model=False,
     )
+    # rows a step takes over all processes (DataParallel: train_batch_size; DDP: world_size)
+    args.max_steps = capped_steps(p, len(job.train), args.train_batch_size * args.world_size)
+    return args
 
 
 class LiveCallback(TrainerCallback):

@@ -80,8 +80,11 @@ def test_neutral_rows_are_counted_not_quarantined(tmp_path, ingest, workspace):
 
 
 def test_threshold_rule_needs_two_labels(tmp_path, ingest):
+    """The source's classes are task.labels unless data.source.labels names its own."""
     path = write_rows(tmp_path / "s.tsv", balanced_rows("s"), "tsv")
-    with pytest.raises(ParamsError, match=r"data\.source\.label_rule\.kind: threshold needs exactly 2"):
+    expected = (r"data\.source\.label_rule\.kind: threshold needs exactly 2 classes \(low, high\) in task\.labels, "
+                r"got \['negative', 'neutral', 'positive'\]; a source task of its own: data\.source\.labels")
+    with pytest.raises(ParamsError, match=expected):
         ingest(spec(path), task={"labels": ["negative", "neutral", "positive"]})
 
 

@@ -12,7 +12,9 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, Trainer
 from tasks.classification import evaluate, finetune, pretrain, train
 from tasks.common.errors import HandoffError, PipelineError
 from tasks.common.io import read_json, read_jsonl
+from tasks.common.training import capped_steps
 from tasks.classification.tokenize import train_wordpiece
+from tasks.params import TrainParams, VaderLabels
 
 
 
@@ -98,16 +100,20 @@ def test_pretrain_resumes_from_the_latest_checkpoint_after_a_kill(workspace, par
 
 
 def test_mlm_pretrain_then_finetune_gets_a_fresh_head(workspace, params):
-    p = params(**{"pretrain.mode": "mlm", "pretrain.max_steps": 3})
-    pretrain.run(p, workspace)
+    p = params(**{"pretrain.mode": "mlm", "pretrain.max_steps": 4, "pretrain.eval_steps": 2})
+    log = pretrain.run(p, workspace)
     config = AutoConfig.from_pretrained(str(workspace.source_model))
     assert config.architectures == ["BertForMaskedLM"]
-    finetune.run(p, workspace)
+    assert log["mlm_head"] == "fresh (init scratch)"
+    assert sorted({entry["step"] for entry in log["history"] if "eval_loss" in entry}) == [2, 4]  # the MLM val loss curve
+    assert read_json(workspace.source_model / "pretrain.json")["val"]["eval_loss"] > 0
+    result = finetune.run(p, workspace)
+    assert result["head"] == "fresh head: the source model has none (pretrain.mode mlm)"
     assert load_target(workspace).config.id2label[1] == "positive"
 
 
 def test_early_stopping_stops_when_validation_stalls(workspace, params):
-    p = params(**{"pretrain.max_steps": 40, "pretrain.eval_steps": 1, "pretrain.learning_rate": 1e-9,
+    p = params(**{"pretrain.max_steps": 40, "pretrain.epochs": 10.0, "pretrain.eval_steps": 1, "pretrain.learning_rate": 1e-9,
                   "pretrain.early_stopping_patience": 2})
     log = pretrain.run(p, workspace)
     assert log["history"][-1]["step"] < 40
@@ -131,6 +137,7 @@ def test_head_only_trains_only_the_head(workspace, params):
     encoder = snapshot(load_source(workspace), "bert.")
     head = snapshot(load_source(workspace), "classifier.")
     result = finetune.run(params(**{"finetune.strategy": "head_only"}), workspace)
+    assert result["head"] == "source head reused (same labels)"
     after = load_target(workspace)
     assert same(snapshot(after, "bert."), encoder)
     assert not same(snapshot(after, "classifier."), head)
@@ -166,20 +173,58 @@ def test_target_budget_limits_training_rows_stratified(workspace, params):
     assert subset["id"] == train.budget_subset(target, 20, seed=7)["id"]
 
 
+def test_max_steps_caps_the_epochs_it_does_not_replace_them(workspace, params):
+    """20 rows at batch 16 are 2 steps an epoch: 2 epochs stop at step 4, far below max_steps."""
+    p = params(**{"finetune.target_budget": 20, "finetune.batch_size": 16, "finetune.epochs": 2.0,
+                  "finetune.max_steps": 400, "finetune.eval_steps": 2, "finetune.early_stopping_patience": 0})
+    result = finetune.run(p, workspace)
+    assert result["train_rows"] == 20
+    assert max(entry["step"] for entry in result["history"]) == 4
+
+
+def test_capped_steps():
+    params = TrainParams(epochs=10.0, max_steps=400, batch_size=16)
+    assert capped_steps(params, 2083, 16) == 400  # the demo's target_only on every row: the cap
+    assert capped_steps(params, 64, 16) == 40  # a 64-row budget: its 10 epochs
+    assert capped_steps(params, 65, 16) == 50  # a short last batch is a step
+    assert capped_steps(TrainParams(epochs=0.5, max_steps=400, batch_size=16), 64, 16) == 2
+    assert capped_steps(TrainParams(epochs=10.0, max_steps=-1), 64, 16) == -1  # epochs alone
+    assert capped_steps(params, 64, 32) == 20  # two processes (DDP) take 32 rows a step
+
+
 def test_freeze_layers_beyond_depth_is_a_clear_error(workspace, params):
     with pytest.raises(PipelineError, match="freeze_layers: 5 exceeds the model's 2 layers"):
         finetune.run(params(**{"finetune.strategy": "freeze_bottom", "finetune.freeze_layers": 5}), workspace)
 
 
-def test_label_mismatch_between_source_and_task_is_a_handoff_error(workspace, params):
-    config_file = workspace.source_model / "config.json"
+def relabel(model_dir, labels: list[str]) -> None:
+    config_file = model_dir / "config.json"
     config = json.loads(config_file.read_text())
-    config["id2label"] = {"0": "neg", "1": "pos"}
-    config["label2id"] = {"neg": 0, "pos": 1}
+    config["id2label"] = {str(i): name for i, name in enumerate(labels)}
+    config["label2id"] = {name: i for i, name in enumerate(labels)}
     config_file.write_text(json.dumps(config))
+
+
+def test_source_labels_other_than_task_labels_get_a_fresh_head(workspace, params):
+    """A source task of other classes hands over its encoder, not its head: even with as many
+    classes as the target, the head starts fresh (a learning rate of 1e-9 keeps it at its init)."""
+    relabel(workspace.source_model, ["neg", "pos"])
+    source = load_source(workspace)
+    result = finetune.run(params(**{"finetune.strategy": "head_only", "finetune.learning_rate": 1e-9}), workspace)
+    assert result["head"] == "fresh head: source labels ['neg', 'pos'] differ from task.labels ['negative', 'positive']"
+    assert read_json(workspace.target_model / "finetune.json")["head"] == result["head"]
+    target = load_target(workspace)
+    assert target.config.id2label == {0: "negative", 1: "positive"}
+    assert same(snapshot(target, "bert."), snapshot(source, "bert."))
+    assert not torch.allclose(target.classifier.weight, source.classifier.weight, atol=1e-3)
+
+
+def test_target_model_labels_other_than_task_labels_are_a_handoff_error(workspace, params):
+    p = params(**{"evaluate.baselines": []})
+    finetune.run(p, workspace)
+    relabel(workspace.target_model, ["neg", "pos"])
     with pytest.raises(HandoffError, match=r"model labels \['neg', 'pos'\] differ from task.labels"):
-        finetune.run(params(), workspace)
-    assert not workspace.target_model.exists()
+        evaluate.run(p, workspace)
 
 
 def test_tokenizer_mismatch_is_a_handoff_error(workspace, params):
@@ -203,7 +248,7 @@ def test_missing_source_model_is_a_handoff_error(tokenized_workspace, tmp_path, 
 
 
 def test_evaluate_scores_transfer_and_every_baseline_on_the_test_split(workspace, params):
-    p = params()
+    p = params(**{"evaluate.vader": {"negative": "negative", "positive": "positive"}})
     finetune.run(p, workspace)
     summary = evaluate.run(p, workspace)
     scores = read_json(workspace.metrics / "scores.json")
@@ -226,8 +271,27 @@ def test_evaluate_scores_transfer_and_every_baseline_on_the_test_split(workspace
 
 
 def test_vader_baseline_is_the_real_rule_based_scorer():
-    predictions = evaluate.vader_predictions(["I love this, it is wonderful!", "Terrible. I hate it."])
+    vader = VaderLabels(negative="negative", positive="positive")
+    predictions = evaluate.vader_predictions(["I love this, it is wonderful!", "Terrible. I hate it."], vader,
+                                             ["negative", "positive"])
     assert predictions.tolist() == [1, 0]
+
+
+def test_vader_predicts_the_declared_labels_in_task_labels_order():
+    texts = ["I love this, it is wonderful!", "Terrible. I hate it.", "The box is on the table."]
+    labels = ["good", "meh", "bad"]  # a 3-class sentiment target, in an order of its own
+    with_neutral = VaderLabels(negative="bad", positive="good", neutral="meh")
+    assert evaluate.vader_predictions(texts, with_neutral, labels).tolist() == [0, 2, 1]
+    without = VaderLabels(negative="bad", positive="good")  # compound 0 counts as positive
+    assert evaluate.vader_predictions(texts, without, labels).tolist() == [0, 2, 0]
+
+
+def test_vader_is_skipped_with_a_note_unless_declared(workspace, params):
+    p = params(**{"evaluate.baselines": ["vader"]})
+    finetune.run(p, workspace)
+    summary = evaluate.run(p, workspace)
+    assert summary["notes"]["vader"] == {"skipped": evaluate.VADER_UNDECLARED}
+    assert "vader" not in read_json(workspace.metrics / "scores.json")
 
 
 def test_zero_shot_is_skipped_with_a_reason_for_an_mlm_source(workspace, params):

@@ -282,8 +282,10 @@ def test_a_killed_finetune_resumes_from_its_checkpoint(translation_pretrained, t
     from transformers import Trainer
 
     paths = copy_workspace(translation_pretrained, tmp_path)
-    p = translation_params(**{"finetune.max_steps": 6, "finetune.eval_steps": 3, "finetune.early_stopping_patience": 0,
-                              "finetune.target_budget": 64, "finetune.strategy": "freeze_encoder"})
+    # 64 pairs at batch 16 are 4 steps an epoch: 2 epochs, capped at 6 steps
+    p = translation_params(**{"finetune.max_steps": 6, "finetune.epochs": 2.0, "finetune.eval_steps": 3,
+                              "finetune.early_stopping_patience": 0, "finetune.target_budget": 64,
+                              "finetune.strategy": "freeze_encoder"})
     original = Trainer.training_step
     calls = []
 

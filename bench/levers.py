@@ -1,0 +1,91 @@
+"""The model.pooling lever on the real demo data: target-only classifiers (model.init from
+params.yaml, the amazon target alone, a small label budget, evaluate.target_only's params) with
+model.pooling cls and mean, scored by macro-F1 on the target's val and test splits.
+
+Usage:  .venv/bin/python -m bench.levers [--budget 200] [--seeds 1] [--poolings cls mean]
+It ingests and tokenizes into a temporary workspace (the source is capped at 200 rows: only
+ingest reads it), never the repository's own outputs. Prints a markdown table and writes
+bench/results/levers.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from tasks.classification import ingest, tokenize
+from tasks.classification.metrics import classification_metrics
+from tasks.classification.model import load_tokenized, predict
+from tasks.classification.train import train_target_only
+from tasks.common.paths import Paths
+from tasks.common.prepared import prepared_split
+from tasks.common.training import pick_device
+from tasks.params import Params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+SENTIMENT = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data")) / "sentiment-domains"
+
+
+def bench_params(pooling: str, seed_offset: int = 0) -> Params:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["seed"] = raw.get("seed", 42) + seed_offset
+    raw["model"]["pooling"] = pooling
+    raw["data"]["source"].update(path=str(SENTIMENT / "movieReviewSnippets_GroundTruth.txt"), max_rows=200)
+    raw["data"]["target"]["path"] = str(SENTIMENT / "amazonReviewSnippets_GroundTruth.txt")
+    return parse_params(raw, "bench.levers")
+
+
+def test_f1(model, tokenizer, p: Params, paths: Paths) -> float:
+    rows = prepared_split(paths, "target", "test")
+    logits = predict(model, tokenizer, [r["text"] for r in rows], p.evaluate.batch_size, p.tokenize.max_length,
+                     pick_device(p.device))
+    truth = [p.task.labels.index(r["label"]) for r in rows]
+    return classification_metrics(truth, logits.argmax(-1).tolist(), p.task.labels)["f1_macro"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=int, default=200, help="target training labels (default 200)")
+    parser.add_argument("--seeds", type=int, default=1, help="runs per pooling: params.yaml's seed, seed+1, ...")
+    parser.add_argument("--poolings", nargs="+", default=["cls", "mean"], choices=["cls", "mean"])
+    args = parser.parse_args()
+    base = bench_params("cls")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="levers-") as tmp:
+        paths = Paths(Path(tmp))
+        ingest.run(base, paths)
+        tokenize.run(base, paths)
+        splits, tokenizer = load_tokenized(paths, "target")
+        for pooling in args.poolings:
+            for index in range(args.seeds):
+                p = bench_params(pooling, index)
+                started = time.perf_counter()
+                model, result = train_target_only(p, paths, splits, tokenizer, args.budget, f"levers-{pooling}-{p.seed}")
+                rows.append({
+                    "pooling": pooling, "seed": p.seed, "train_rows": result["train_rows"],
+                    "val_f1_macro": result["val"]["eval_f1_macro"], "test_f1_macro": test_f1(model, tokenizer, p, paths),
+                    "steps": result["history"][-1].get("step"), "seconds": time.perf_counter() - started,
+                })
+                print(json.dumps(rows[-1]), flush=True)
+    split_sizes = {name: len(splits[name]) for name in splits}
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "init": base.model.init,
+              "budget": args.budget, "target_splits": split_sizes, "rows": rows}
+    out = ROOT / "bench/results/levers.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\ninit {base.model.init}, amazon target, {args.budget} labels, target_only params; splits {split_sizes}\n")
+    print("| pooling | seed | val macro-F1 | test macro-F1 | steps | time |\n|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['pooling']} | {row['seed']} | {row['val_f1_macro']:.3f} | {row['test_f1_macro']:.3f} | "
+              f"{row['steps']} | {row['seconds']:.0f} s |")
+
+
+if __name__ == "__main__":
+    main()
