@@ -65,7 +65,7 @@ translation: data
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q tests; status=$$?; \
+	$(PY) -m pytest -q --durations=15 tests; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$status
 
 bench: data

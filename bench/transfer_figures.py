@@ -36,6 +36,16 @@ def scores() -> dict:
     return {"transfer": summary["transfer"], **summary["baselines"]}
 
 
+def verdict() -> str:
+    """transfer vs target_only at the run's own budget: the verdict and its interval, in points."""
+    summary = json.loads((ROOT / "metrics/transfer.json").read_text())
+    gain = summary.get("interval", {}).get("target_only")
+    if gain is None:
+        return "-"
+    return (f"{summary['verdict']['target_only']}: {summary['gain_over']['target_only'] * 100:+.1f} "
+            f"[{gain['low'] * 100:+.1f}, {gain['high'] * 100:+.1f}]")
+
+
 def clear_outputs() -> None:
     for name in OUTPUTS:
         shutil.rmtree(ROOT / name, ignore_errors=True)
@@ -44,10 +54,11 @@ def clear_outputs() -> None:
 
 def table(rows: list[dict]) -> str:
     names = ["transfer", "target_only", "zero_shot", "vader"]
-    lines = ["| target labels | " + " | ".join(names) + " | wall time |", "|---" * (len(names) + 2) + "|"]
+    lines = ["| target labels | " + " | ".join(names) + " | vs target-only, F1 points [95 % CI] | wall time |",
+             "|---" * (len(names) + 3) + "|"]
     for row in rows:
         figures = " | ".join(f"{row['scores'].get(n, float('nan')):.3f}" for n in names)
-        lines.append(f"| {row['budget']} | {figures} | {row['seconds'] / 60:.1f} min ({row['how']}) |")
+        lines.append(f"| {row['budget']} | {figures} | {row['verdict']} | {row['seconds'] / 60:.1f} min ({row['how']}) |")
     return "\n".join(lines)
 
 
@@ -63,9 +74,11 @@ def main() -> None:
         clear_outputs()
         seconds = timed([python, "-m", "flows.pipeline"])
         train_rows = json.loads((ROOT / "models/target/finetune.json").read_text())["train_rows"]
-        rows.append({"budget": f"all ({train_rows})", "scores": scores(), "seconds": seconds, "how": "cold, Prefect flow"})
+        rows.append({"budget": f"all ({train_rows})", "scores": scores(), "verdict": verdict(),
+                     "seconds": seconds, "how": "cold, Prefect flow"})
         seconds = timed([python, "-m", "dvc", "exp", "run", "-S", f"finetune.target_budget={args.budget}"])
-        rows.append({"budget": args.budget, "scores": scores(), "seconds": seconds, "how": "dvc exp run, warm"})
+        rows.append({"budget": args.budget, "scores": scores(), "verdict": verdict(), "seconds": seconds,
+                     "how": "dvc exp run, warm"})
     finally:
         params_file.write_text(original)
     result = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores", "rows": rows}
