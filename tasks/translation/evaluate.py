@@ -37,7 +37,8 @@ from tasks.common.io import read_json, write_json_atomic, write_jsonl_atomic, wr
 from tasks.common.models import save_model
 from tasks.common.paths import Paths
 from tasks.common.prepared import prepared_split
-from tasks.common.significance import Scorer, curve_sentence, headline, paired_gain, spread
+from tasks.common import significance
+from tasks.common.significance import Scorer, curve_sentence, headline, paired_gain
 from tasks.common.training import pick_device
 from tasks.params import ALL, Params
 from tasks.translation import language_tag
@@ -317,20 +318,17 @@ class BleuStatistics:
 
 def budget_report(curve: dict[int, dict[str, list[list[str]]]], statistics: BleuStatistics, p: Params) -> dict:
     """by_budget: per budget (keyed by its rows as text) the rows trained on, the seeds, each
-    model's greedy BLEU over seeds and the paired gain of transfer over each baseline."""
-    rows = np.arange(statistics.count)
-    report = {}
-    for budget, runs in sorted(curve.items()):
-        scorers = {name: [statistics.scorer(hyps) for hyps in per_seed] for name, per_seed in runs.items()}
-        report[str(budget)] = {
-            "train_rows": budget,
-            "seeds": len(scorers[TRANSFER]),
-            "decoding": "greedy",
-            "scores": {name: {"bleu": spread([score(rows) for score in per_seed])} for name, per_seed in scorers.items()},
-            "gain_over": {name: {"bleu": gain(scorers[TRANSFER], per_seed, statistics.count, p)}
-                          for name, per_seed in scorers.items() if name != TRANSFER},
-        }
-    return report
+    model's greedy BLEU over seeds and the paired gain of transfer over each baseline: the
+    kind-neutral significance.budget_report, with BLEU named in each figure."""
+    scorers = {str(budget): {name: [statistics.scorer(hyps) for hyps in per_seed] for name, per_seed in runs.items()}
+               for budget, runs in sorted(curve.items())}
+    e = p.evaluate
+    report = significance.budget_report(scorers, {str(budget): budget for budget in curve}, statistics.count,
+                                        TRANSFER, e.bootstrap_resamples, e.confidence, seed=p.seed)
+    return {key: {"train_rows": entry["train_rows"], "seeds": entry["seeds"], "decoding": "greedy",
+                  "scores": {name: {"bleu": figure} for name, figure in entry["scores"].items()},
+                  "gain_over": {name: {"bleu": gain} for name, gain in entry["gain_over"].items()}}
+            for key, entry in report.items()}
 
 
 def gain(model: list[Scorer], baseline: list[Scorer], n_rows: int, p: Params) -> dict:
