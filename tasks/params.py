@@ -410,10 +410,6 @@ class Params(Strict):
             raise ValueError("data.target.labels: the target's classes are task.labels; data.source.labels is the source's")
         return self
 
-    def domain_labels(self, domain: str) -> list[str]:
-        """A classification domain's classes: see the module-level `domain_labels`."""
-        return domain_labels(self, domain)
-
     def _classification_fits(self) -> None:
         if self.finetune.strategy == "freeze_encoder":
             raise ValueError("finetune.strategy 'freeze_encoder' is for translation; classification has head_only")
@@ -438,9 +434,9 @@ def domain_labels(p: Params, domain: str) -> list[str]:
     """A classification domain's classes: the target's are task.labels, the source's are
     data.source.labels when given (a source task of its own), else task.labels.
 
-    A function as well as `Params.domain_labels`, for the stages: it reads the two fields as
-    attributes, so the reads a stage makes are the params it lists in dvc.yaml (a method call
-    would read the whole params, as tests/dvc/recorder.py records it)."""
+    A function, not a Params method: it reads the two fields as attributes, so the reads a stage
+    makes are the params it lists in dvc.yaml (a method call would read the whole params, as
+    tests/dvc/recorder.py records it)."""
     if domain == "source" and p.data.source.labels is not None:
         return list(p.data.source.labels)
     return list(p.task.labels)

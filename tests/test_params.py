@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from tasks.common.errors import ParamsError
-from tasks.params import LabelRule, Params, label_key, load_params, parse_params
+from tasks.params import LabelRule, Params, domain_labels, label_key, load_params, parse_params
 from tests.conftest import REPO
 
 DATA = {
@@ -153,8 +153,8 @@ def test_freeze_encoder_is_refused_for_classification():
 def test_each_domain_has_its_classes():
     params = parse_params({"data": {**DATA, "source": {**DATA["source"], "labels": ["neg", "pos"]}},
                            "task": {"labels": ["bug", "feature", "question"]}})
-    assert params.domain_labels("source") == ["neg", "pos"] and params.domain_labels("target") == ["bug", "feature", "question"]
-    assert parse_params({"data": DATA}).domain_labels("source") == ["negative", "positive"]  # unset: task.labels
+    assert domain_labels(params, "source") == ["neg", "pos"] and domain_labels(params, "target") == ["bug", "feature", "question"]
+    assert domain_labels(parse_params({"data": DATA}), "source") == ["negative", "positive"]  # unset: task.labels
     message = error_of({"data": {**DATA, "source": {**DATA["source"], "labels": ["neg", "neg"]}}})
     assert "data.source.labels: labels must be unique" in message
     assert "data.target.labels" in error_of({"data": {**DATA, "target": {**DATA["target"], "labels": ["a", "b"]}}})

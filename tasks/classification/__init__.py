@@ -6,7 +6,7 @@ handoff checks), train.py (fine-tuning strategies, the budgeted run) and metrics
 between the stages and the exported package:
 
 - Prepared rows, `data/prepared/{source,target}/{train,val,test}.jsonl`: `{"id", "text", "label"}`
-  with `label` one of the domain's classes (`Params.domain_labels`: task.labels for the target,
+  with `label` one of the domain's classes (`tasks.params.domain_labels`: task.labels for the target,
   data.source.labels, else task.labels, for the source); `{"id", "text"}` for the source under
   pretrain.mode mlm, which reads its text only.
 - Tokenized data, `data/tokenized/{source,target}`: train/val/test with `id`, `input_ids`,
