@@ -323,6 +323,9 @@ class SetFitParams(Strict):
     epochs: int = Field(1, ge=1, le=1000)
     batch_size: int = Field(16, ge=1, le=4096)
     learning_rate: float = Field(2e-5, gt=0.0, le=1.0)
+    # SetFit's own cap on body steps (-1: none). Its pairs grow with the budget (num_iterations x 2
+    # per row: 83k at 2,083 rows), so a curve on CPU caps them; the cap is recorded per point.
+    max_steps: int = Field(-1, ge=-1, le=MAX_COUNT)
 
 
 ALL = "all"  # a curve budget: every target training row
