@@ -77,10 +77,14 @@ class BertMeanPoolingForSequenceClassification(BertPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    def encode(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs):
+        """The encoder's output and the masked mean the head reads (before dropout)."""
+        output = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True, **kwargs)
+        return output, masked_mean(output.last_hidden_state, attention_mask)
+
     def pooled(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs) -> torch.Tensor:
         """What the head reads, before dropout."""
-        output = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True, **kwargs)
-        return masked_mean(output.last_hidden_state, attention_mask)
+        return self.encode(input_ids, attention_mask, token_type_ids, **kwargs)[1]
 
     def forward(
         self,
@@ -92,11 +96,10 @@ class BertMeanPoolingForSequenceClassification(BertPreTrainedModel):
         labels: torch.Tensor | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput:
-        output = self.bert(
-            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
-            inputs_embeds=inputs_embeds, return_dict=True, **kwargs,
+        output, pooled = self.encode(
+            input_ids, attention_mask, token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds, **kwargs
         )
-        logits = self.classifier(self.dropout(masked_mean(output.last_hidden_state, attention_mask)))
+        logits = self.classifier(self.dropout(pooled))
         loss = None
         if labels is not None:  # single-label classification, as BertForSequenceClassification's default
             loss = nn.functional.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
