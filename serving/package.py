@@ -29,6 +29,11 @@ GRAPH_FILES = {
     "classification": ("model.onnx",),
     "translation": ("encoder.onnx", "decoder.onnx", "decoder_with_past.onnx"),
 }
+# Each fp32 graph may have a dynamic-INT8 twin (export.int8): model.onnx -> model.int8.onnx.
+# Optional (packages exported before INT8 have none), verified like every file when listed.
+PRECISIONS = ("fp32", "int8")
+PRECISION_CHOICES = ("auto", *PRECISIONS)
+SERVE_PRECISION = "serve_precision"  # the manifest's choice for precision="auto" (absent: fp32)
 
 
 class PackageError(Exception):
@@ -102,6 +107,38 @@ def check_files_listed(manifest: dict, path: Path, task: str) -> None:
     unlisted = [name for name in needed if name not in files]
     if unlisted:
         raise PackageError(f"{path}: files does not list {', '.join(unlisted)}: the package cannot be verified")
+
+
+def int8_file(graph_file: str) -> str:
+    """The INT8 twin of an fp32 graph file: model.onnx -> model.int8.onnx."""
+    return graph_file.removesuffix(".onnx") + ".int8.onnx"
+
+
+def graph_files(task: str, precision: str) -> tuple[str, ...]:
+    """The graph files a runtime of `task` loads at `precision` ("fp32" or "int8")."""
+    if precision == "int8":
+        return tuple(int8_file(name) for name in GRAPH_FILES[task])
+    return GRAPH_FILES[task]
+
+
+def serve_precision(manifest: Mapping[str, Any], path: Path, task: str, requested: str = "auto") -> str:
+    """The precision to load: `requested`, or for "auto" the manifest's serve_precision (fp32
+    when absent: packages exported before INT8). INT8 needs every INT8 graph listed in files
+    (so that its hash is checked): otherwise a PackageError naming what is missing."""
+    if requested not in PRECISION_CHOICES:
+        raise PackageError(f"precision {requested!r} is not one of {list(PRECISION_CHOICES)}")
+    precision = manifest.get(SERVE_PRECISION, "fp32") if requested == "auto" else requested
+    if precision not in PRECISIONS:
+        raise PackageError(f"{path}: {SERVE_PRECISION} {precision!r} is not one of {list(PRECISIONS)}")
+    if precision == "int8":
+        unlisted = [name for name in graph_files(task, "int8") if name not in manifest["files"]]
+        if unlisted:
+            how = f"its {SERVE_PRECISION} says int8" if requested == "auto" else "precision int8 was asked for"
+            raise PackageError(
+                f"{path}: no INT8 graph ({', '.join(unlisted)} not in files) but {how}: "
+                "re-export with export.int8: true, or load precision fp32"
+            )
+    return precision
 
 
 def verify_files(package: Path, expected: Mapping[str, str]) -> None:

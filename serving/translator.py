@@ -19,6 +19,10 @@ gives the very token ids PyTorch gives; the export stage refuses to ship a packa
 
     translator = OnnxTranslator("models/onnx")
     translator.translate(["A man rides a bike."], num_beams=5)   # -> ["Un homme fait du vélo."]
+
+precision "auto" (the default) loads what the manifest's serve_precision names (export.serve_int8;
+fp32 for packages without it), "fp32" the three graphs above, "int8" their dynamic-INT8 twins
+(encoder.int8.onnx, ...), whose BLEU drop the export stage measured and gated (manifest "int8").
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from serving.package import PackageError, default_providers, inference_session, read_manifest
+from serving.package import PackageError, default_providers, graph_files, inference_session, read_manifest, serve_precision
 
 TASK = "translation"
 ENCODER_FILE = "encoder.onnx"
@@ -103,10 +107,17 @@ class OnnxTranslator:
     """A models/onnx translation package, verified against its manifest's hashes when loaded."""
 
     def __init__(
-        self, package: str | Path, providers: Optional[Sequence] = None, verify: bool = True, threads: Optional[int] = None
+        self,
+        package: str | Path,
+        providers: Optional[Sequence] = None,
+        verify: bool = True,
+        threads: Optional[int] = None,
+        precision: str = "auto",
     ):
         self.package = Path(package)
         self.manifest = read_manifest(self.package, TASK, verify)
+        self.precision: str = serve_precision(self.manifest, self.package, TASK, precision)
+        self.graph_files = graph_files(TASK, self.precision)
         special = self.manifest["special_tokens"]
         self.pad_id, self.eos_id = int(special["pad_id"]), int(special["eos_id"])
         self.start_id = int(special["decoder_start_id"])
@@ -120,7 +131,7 @@ class OnnxTranslator:
         providers = list(providers or default_providers())
         options = session_options(threads)
         self.encoder, self.decoder, self.decoder_with_past = (
-            inference_session(self.package / name, providers, options) for name in GRAPH_FILES
+            inference_session(self.package / name, providers, options) for name in self.graph_files
         )
         self.present_self = self_names("present", self.layers)
         self.present_cross = cross_names("present", self.layers)

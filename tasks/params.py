@@ -370,6 +370,17 @@ class ExportParams(Strict):
     opset: int = Field(17, ge=17, le=23)
     parity_samples: int = Field(200, ge=1, le=MAX_COUNT)  # validation texts compared against PyTorch
     parity_tolerance: float = Field(1e-3, gt=0.0, le=10.0)  # max abs logit difference allowed
+    int8: bool = True  # also write dynamic-INT8 graphs (*.int8.onnx), scored against fp32 on the test split
+    # the most the INT8 package may lose on the target test split: macro-F1 points
+    # (classification) or BLEU points (translation); over it the stage fails
+    max_int8_drop: float = Field(1.0, ge=0.0, le=100.0)
+    serve_int8: bool = False  # the manifest's serve_precision: int8 (runtimes load *.int8.onnx) or fp32
+
+    @model_validator(mode="after")
+    def _serves_what_it_writes(self) -> ExportParams:
+        if self.serve_int8 and not self.int8:
+            raise ValueError("export.serve_int8: true needs export.int8: true (there is no INT8 graph to serve)")
+        return self
 
 
 TRANSLATION_STRATEGIES = ("full", "freeze_bottom", "freeze_encoder")

@@ -7,6 +7,7 @@ contrastive fine-tuning of the sentence-transformers body on generated same/diff
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -22,7 +23,7 @@ from tasks.classification.train import budget_subset
 from tasks.common.errors import PipelineError
 from tasks.common.models import SCRATCH, first_line, resolve_init
 from tasks.common.training import pick_device
-from tasks.params import Params
+from tasks.params import Params, SetFitParams
 
 MISSING = "evaluate.baselines: setfit needs the setfit package: pip install -r requirements-setfit.txt"
 
@@ -56,7 +57,7 @@ def setfit_predictions(p: Params, train_rows: list[dict], texts: list[str]) -> t
             output_dir=scratch,
             num_iterations=sp.num_iterations,
             num_epochs=sp.epochs,
-            max_steps=sp.max_steps,
+            max_steps=setfit_step_cap(len(train_rows), sp),
             batch_size=sp.batch_size,
             body_learning_rate=sp.learning_rate,
             seed=p.seed,
@@ -75,7 +76,7 @@ def setfit_predictions(p: Params, train_rows: list[dict], texts: list[str]) -> t
         "pairs": sp.num_iterations * 2 * len(train_rows),
         "num_iterations": sp.num_iterations,
         "epochs": sp.epochs,
-        "max_steps": sp.max_steps,
+        "max_steps": setfit_step_cap(len(train_rows), sp),
         "batch_size": sp.batch_size,
         "learning_rate": sp.learning_rate,
         "seed": p.seed,
@@ -85,6 +86,13 @@ def setfit_predictions(p: Params, train_rows: list[dict], texts: list[str]) -> t
         "seconds": round(time.perf_counter() - started, 1),
     }
     return predicted, notes
+
+
+def setfit_step_cap(rows: int, sp: SetFitParams) -> int:
+    """evaluate.setfit.max_steps as a cap: SetFit's own max_steps REPLACES its epochs (a small
+    budget would train past its one epoch), so it is passed only when the run would be longer."""
+    steps = math.ceil(sp.num_iterations * 2 * rows / sp.batch_size) * sp.epochs
+    return sp.max_steps if 0 <= sp.max_steps < steps else -1
 
 
 def label_id(label: str | int, labels: Sequence[str]) -> int:

@@ -92,9 +92,22 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def make_readable(root: Path) -> None:
+    """Give every file under `root` the read bits the umask allows (0o644 & ~umask, on top of
+    its own mode). Some writers create owner-only files: transformers' save_pretrained writes
+    model.safetensors mode 600, which a serving container's non-root user cannot read."""
+    readable = 0o644 & ~_umask()
+    for path in Path(root).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            mode = path.stat().st_mode & 0o7777
+            if mode | readable != mode:
+                os.chmod(path, mode | readable)
+
+
 @contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a fresh temp directory beside `final`; on success it replaces `final` whole."""
+    """Yield a fresh temp directory beside `final`; on success it replaces `final` whole, its
+    files readable as the umask allows (make_readable)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(final)
@@ -102,6 +115,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only
     try:
         yield tmp
+        make_readable(tmp)
         if final.exists():
             old = final.with_name(f".{final.name}.old")
             shutil.rmtree(old, ignore_errors=True)

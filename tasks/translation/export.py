@@ -9,11 +9,19 @@ Package (models/onnx):
                           encoder_hidden_states -> logits, present.{i}.{self,cross}.{key,value}
   decoder_with_past.onnx  input_ids [batch, 1], encoder_attention_mask, past.{i}.{self,cross}.{key,value}
                           -> logits, present.{i}.self.{key,value} (past + 1 positions)
+  *.int8.onnx             the three graphs in dynamic INT8 (export.int8): encoder.int8.onnx, ...
   tokenizer files         what save_pretrained writes; tokenizer.json is what the runtime reads
   manifest.json           languages and tag, special ids, max_length, shapes of the model,
                           graph inputs/outputs, generation defaults, sha256 of every file, the gate,
-                          and a digest of the manifest itself, which the loader checks
+                          the INT8 gate, serve_precision, and a digest of the manifest itself,
+                          which the loader checks
 metrics/export.json holds the gate figures and the decode-time comparison with model.generate.
+
+The INT8 gate (gate.score_precisions): the fp32 and INT8 packages translate the gate sentences
+with the evaluate stage's decoding; the stage fails when INT8's BLEU is more than
+export.max_int8_drop points below fp32's. The graphs are not fused: ONNX Runtime's transformer
+optimizer has no rewriter for these hand-written decoder steps (decoder_step.py), and the
+encoder of these small models is a small share of decode time.
 """
 
 from __future__ import annotations
@@ -25,18 +33,39 @@ import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from serving.package import FORMAT_VERSION, MANIFEST, TOKENIZER_FILE, sealed
-from serving.translator import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE, TASK, OnnxTranslator, cross_names, self_names
+from serving.package import FORMAT_VERSION, MANIFEST, SERVE_PRECISION, TOKENIZER_FILE, int8_file, sealed
+from serving.translator import (
+    DECODER_FILE,
+    DECODER_WITH_PAST_FILE,
+    ENCODER_FILE,
+    GRAPH_FILES,
+    TASK,
+    OnnxTranslator,
+    cross_names,
+    self_names,
+)
 from tasks.common.errors import ExportError, HandoffError
 from tasks.common.io import atomic_dir, write_json_atomic
-from tasks.common.onnx_export import checked_graph, describe_value, dynamo_export, file_hashes, library_versions, source_info
+from tasks.common.onnx_export import (
+    checked_graph,
+    describe_value,
+    dynamo_export,
+    file_hashes,
+    int8_gate,
+    library_versions,
+    quantize_graph,
+    source_info,
+)
 from tasks.common.paths import Paths
 from tasks.params import Params
 from tasks.translation import language_tag
 from tasks.translation.decoder_step import FastFirstStep, FastWithPast, lm_logits, supports_fast_step
-from tasks.translation.gate import check_gate, gate_sentences, load_target, special_ids
+from tasks.translation.gate import check_gate, gate_references, gate_sentences, load_target, score_precisions, special_ids
 # Generation-config settings the runtime reproduces; anything else non-default is refused
 # at export (the package would decode differently from the model).
+# Dynamic INT8 for the three graphs: the classifier's settings (tasks/classification/export.py
+# says why each): MatMuls only (embeddings stay fp32), per-channel scales, 7-bit weights.
+QUANTIZATION = {"op_types": ["MatMul", "Attention"], "per_channel": True, "reduce_range": True}
 UNSUPPORTED_GENERATION = {
     "no_repeat_ngram_size": (None, 0),
     "repetition_penalty": (None, 1.0),
@@ -171,6 +200,14 @@ def export_graphs(model: PreTrainedModel, package: Path, pad_id: int, start_id: 
     return kind
 
 
+def quantize_graphs(package: Path) -> dict:
+    """encoder.int8.onnx, decoder.int8.onnx and decoder_with_past.int8.onnx beside the fp32 graphs."""
+    settings = {}
+    for name in GRAPH_FILES:
+        settings = quantize_graph(package / name, package / int8_file(name), **QUANTIZATION)
+    return settings
+
+
 def describe_graph(path: Path, opset: int) -> dict:
     """Inputs and outputs as the file declares them; the requested opset, no external data."""
     model = checked_graph(path, opset)
@@ -238,6 +275,7 @@ def build_manifest(
         "generation": generation_spec(model, p),
         "tokenizer": {"file": TOKENIZER_FILE},
         "files": file_hashes(package),
+        SERVE_PRECISION: "int8" if p.export.serve_int8 else "fp32",
         "versions": library_versions(),
         "source": source_info(model_dir),
     }
@@ -249,22 +287,45 @@ def run(p: Params, paths: Paths) -> dict:
     model_dir = paths.target_model
     model, tokenizer = load_target(model_dir)
     texts = gate_sentences(paths, p.export.parity_samples)
+    references = gate_references(paths, len(texts)) if p.export.int8 else []
     ids = special_ids(model, tokenizer)
     started = time.perf_counter()
     with atomic_dir(paths.onnx) as package:
         decoder_kind = export_graphs(model, package, ids["pad_id"], ids["decoder_start_id"], p.export.opset)
+        quantization = quantize_graphs(package) if p.export.int8 else None
         manifest = build_manifest(p, package, model, tokenizer, ids, model_dir, decoder_kind)
+        if p.export.int8:
+            for name in GRAPH_FILES:
+                checked_graph(package / int8_file(name), p.export.opset)
+        manifest["fused_nodes"] = {}  # not fused (see the module's docstring)
         write_json_atomic(package / MANIFEST, sealed(manifest))
-        translator = OnnxTranslator(package)  # also proves the hashes verify
+        translator = OnnxTranslator(package, precision="fp32")  # also proves the hashes verify
         manifest["gate"] = check_gate(model, tokenizer, translator, texts, p, ids)
+        if p.export.int8:
+            scores = score_precisions(package, texts, references, p.data.target.languages.tgt)
+            same = f"identical translations {scores['identical']}/{scores['texts']}"
+            manifest["int8"] = int8_gate(scores, p.export, "BLEU", same, quantization)
+            manifest["int8"]["bytes"] = {int8_file(name): (package / int8_file(name)).stat().st_size for name in GRAPH_FILES}
         write_json_atomic(package / MANIFEST, sealed(manifest))  # manifest.json is not among the hashed files
     sizes = {name: (paths.onnx / name).stat().st_size for name in (ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE)}
-    metrics = {"gate": manifest["gate"], "onnx_bytes": sizes, "opset": p.export.opset}
+    metrics = {
+        "gate": manifest["gate"],
+        "onnx_bytes": sizes,
+        "opset": p.export.opset,
+        "fused_nodes": manifest["fused_nodes"],
+        "int8": manifest.get("int8"),
+        SERVE_PRECISION: manifest[SERVE_PRECISION],
+    }
     write_json_atomic(paths.metrics / "export.json", metrics)
-    gate = manifest["gate"]
+    gate, int8 = manifest["gate"], manifest.get("int8")
+    int8_line = "" if int8 is None else (
+        f"; INT8 BLEU {int8['int8']:.2f} vs fp32 {int8['fp32']:.2f} on {int8['texts']} test sentences "
+        f"(drop {int8['drop']:+.2f} <= {int8['max_drop']:g})"
+    )
     print(
         f"export: {paths.onnx} ({sum(sizes.values()) / 1e6:.1f} MB, opset {p.export.opset}) in "
         f"{time.perf_counter() - started:.1f}s; greedy ids identical on {gate['identical']}/{gate['sentences']} "
-        f"sentences, ORT+KV-cache {gate['speedup']:.1f}x faster than model.generate"
+        f"sentences, ORT+KV-cache {gate['speedup']:.1f}x faster than model.generate{int8_line}; "
+        f"serving {manifest[SERVE_PRECISION]}"
     )
     return metrics

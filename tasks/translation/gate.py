@@ -1,7 +1,8 @@
 """The translation export gate: before a package replaces models/onnx, ONNX Runtime's greedy
 token ids must EQUAL PyTorch's `model.generate` ids on the first export.parity_samples target
 test sentences, decoded in the very same batches; the encodings must agree and both decode
-times are measured. Also what bench/decode_speed.py measures with."""
+times are measured. Also what bench/decode_speed.py measures with. And the INT8 figures: BLEU
+of the fp32 and INT8 packages on those sentences (score_precisions; export.max_int8_drop)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tasks.common.errors import ExportError, HandoffError
 from tasks.common.paths import Paths
 from tasks.common.prepared import prepared_split
 from tasks.params import Params
+from tasks.translation.metrics import translation_scores
 from tasks.translation.model import encode_sources, load_translator
 
 # The runtime batches the gate sentences like this; PyTorch gets the very same batches.
@@ -34,6 +36,42 @@ def gate_sentences(paths: Paths, count: int) -> list[str]:
         if not isinstance(row.get("src"), str):
             raise HandoffError(f"{file} row {number}: no 'src' text (not a translation row): re-run ingest")
     return [row["src"] for row in rows]
+
+
+def gate_references(paths: Paths, count: int) -> list[str]:
+    """The reference translations of the first `count` target test rows (the gate sentences'),
+    which the INT8 gate scores BLEU against."""
+    file = paths.split_file("target", "test")
+    rows = prepared_split(paths, "target", "test")[:count]
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row.get("tgt"), str):
+            raise HandoffError(f"{file} row {number}: no 'tgt' text (the INT8 gate's reference): re-run ingest")
+    return [row["tgt"] for row in rows]
+
+
+def score_precisions(package: Path, texts: Sequence[str], references: Sequence[str], tgt_lang: str) -> dict:
+    """The fp32 and INT8 packages translate `texts` with the decoding the manifest records
+    (evaluate.generation, as deployers run it): sacrebleu BLEU of each against `references`,
+    how many translations are identical, and the seconds each took (same machine, same batches)."""
+    hypotheses, seconds = {}, {}
+    for precision in ("fp32", "int8"):
+        translator = OnnxTranslator(package, precision=precision)
+        translator.generate_ids(texts[:1], max_new_tokens=2)  # warm-up: session set-up is not decode time
+        started = time.perf_counter()
+        hypotheses[precision] = translator.translate(texts, **translator.decoding(), batch_size=GATE_BATCH_SIZE)
+        seconds[precision] = round(time.perf_counter() - started, 4)
+    bleu = {precision: translation_scores(hyps, list(references), tgt_lang) for precision, hyps in hypotheses.items()}
+    return {
+        "metric": "bleu",
+        "split": "target/test",
+        "texts": len(texts),
+        "fp32": round(bleu["fp32"]["bleu"], 4),
+        "int8": round(bleu["int8"]["bleu"], 4),
+        "bleu_signature": bleu["fp32"]["bleu_signature"],
+        "identical": sum(a == b for a, b in zip(hypotheses["fp32"], hypotheses["int8"])),
+        "fp32_seconds": seconds["fp32"],
+        "int8_seconds": seconds["int8"],
+    }
 
 
 def load_target(model_dir: Path):

@@ -12,7 +12,7 @@ import pytest
 from datasets import Dataset
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from tasks.classification.setfit_baseline import MISSING, setfit_predictions, setfit_rows
+from tasks.classification.setfit_baseline import MISSING, setfit_predictions, setfit_rows, setfit_step_cap
 from tasks.classification.train import budget_subset
 from tasks.common.errors import PipelineError
 from tasks.common.models import resolve_init
@@ -87,3 +87,13 @@ def test_scratch_init_and_unknown_labels_are_refused(params):
         setfit_predictions(params(**{"model.init": "scratch"}), rows, ["ok"])
     with pytest.raises(PipelineError, match="'neutral' is not one of task.labels"):
         setfit_predictions(params(**{"model.init": "scratch"}), [*rows, {"text": "meh", "label": "neutral"}], ["ok"])
+
+
+def test_setfit_max_steps_caps_a_long_run_and_leaves_a_short_one_at_its_epochs():
+    from tasks.params import SetFitParams
+
+    capped = SetFitParams(max_steps=500)  # 20 iterations x 2 pairs per row, batch 16
+    assert setfit_step_cap(64, capped) == -1  # 160 steps: SetFit's own one epoch, not 500 steps
+    assert setfit_step_cap(200, capped) == -1  # exactly 500 steps: no cap needed
+    assert setfit_step_cap(2083, capped) == 500
+    assert setfit_step_cap(2083, SetFitParams()) == -1

@@ -35,6 +35,11 @@ REPO = Path(__file__).resolve().parents[2]
 LABELS = ["negative", "positive"]
 MAX_LENGTH = 64  # tokenizer limit, below the model's 128 positions: the manifest's max_length
 PARITY_SAMPLES = 40
+TEST_ROWS = 120  # target test rows the INT8 gate scores
+# Tiny random models are no measure of INT8 on a real one (the demo MiniLM's choice is in
+# tasks/classification/export.py); the fixtures' INT8 gates only have to pass, the gate tests
+# set their own limits.
+TINY_MAX_INT8_DROP = 20.0
 
 # translation
 MULTI30K = SHARED_DATA / "multi30k"
@@ -57,6 +62,17 @@ def amazon_texts(amazon_file: Path, start: int, stop: int) -> list[str]:
     id/sentiment/text; texts hold quote characters, so no csv quoting rules)."""
     lines = amazon_file.read_text(encoding="utf-8").splitlines()[1:]
     return [line.split("\t", 2)[2] for line in lines[start:stop]]
+
+
+def amazon_test_rows(amazon_file: Path, start: int, stop: int) -> list[dict]:
+    """Data rows [start, stop) as target test rows, labelled by the sign of their mean rating
+    (the pipeline's threshold rule): what the export's INT8 gate scores."""
+    lines = amazon_file.read_text(encoding="utf-8").splitlines()[1:]
+    rows = []
+    for line in lines[start:stop]:
+        row_id, rating, text = line.split("\t", 2)
+        rows.append({"id": row_id, "text": text, "label": LABELS[float(rating) > 0]})
+    return rows
 
 
 def multi30k_lines(split: str, lang: str, count: int) -> list[str]:
@@ -99,7 +115,8 @@ def classification_params() -> Params:
         {
             "data": {"source": {"path": "unused-source.tsv"}, "target": {"path": "unused-target.tsv"}},
             "task": {"labels": LABELS},
-            "export": {"opset": 17, "parity_samples": PARITY_SAMPLES, "parity_tolerance": 1e-4},
+            "export": {"opset": 17, "parity_samples": PARITY_SAMPLES, "parity_tolerance": 1e-4,
+                       "max_int8_drop": TINY_MAX_INT8_DROP},
         }
     )
 
@@ -107,7 +124,8 @@ def classification_params() -> Params:
 @pytest.fixture(scope="session")
 def classification_workspace(tmp_path_factory, amazon_file) -> Paths:
     """models/target (the tiny classifier), data/prepared/target/val.jsonl (real amazon texts,
-    the export's parity texts) and models/onnx exported by the real export stage."""
+    the export's parity texts), test.jsonl (real labelled amazon rows, the INT8 gate's) and
+    models/onnx exported by the real export stage (fp32 and INT8 graphs)."""
     from tasks.classification import export
 
     paths = Paths(tmp_path_factory.mktemp("serving-classification"))
@@ -117,6 +135,7 @@ def classification_workspace(tmp_path_factory, amazon_file) -> Paths:
     val = amazon_texts(amazon_file, 200, 200 + PARITY_SAMPLES)
     rows = [{"id": f"v{i}", "text": text, "label": LABELS[i % 2]} for i, text in enumerate(val)]
     write_jsonl_atomic(paths.split_file("target", "val"), rows)
+    write_jsonl_atomic(paths.split_file("target", "test"), amazon_test_rows(amazon_file, 400, 400 + TEST_ROWS))
     export.run(classification_params(), paths)
     return paths
 
@@ -191,7 +210,7 @@ def translation_params() -> Params:
             "tokenize": {"max_length": TRANSLATION_MAX_LENGTH},
             "evaluate": {"baselines": ["target_only"],
                          "generation": {"max_new_tokens": MAX_NEW_TOKENS, "num_beams": NUM_BEAMS}},
-            "export": {"opset": 17, "parity_samples": GATE_SENTENCES},
+            "export": {"opset": 17, "parity_samples": GATE_SENTENCES, "max_int8_drop": TINY_MAX_INT8_DROP},
         }
     )
 

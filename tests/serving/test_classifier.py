@@ -26,6 +26,11 @@ REPO = Path(__file__).resolve().parents[2]
 LABELS = ["negative", "positive"]
 MAX_LENGTH = 64
 PARITY_SAMPLES = 40
+TEST_ROWS = 120  # target test rows the INT8 gate scores
+# A 2-layer hidden-32 random model is no measure of INT8 on a real one (the demo MiniLM's
+# choice is in tasks/classification/export.py); the fixture's gate only has to pass, the gate
+# tests set their own limits.
+TINY_MAX_INT8_DROP = 20.0
 
 
 # ---------------------------------------------------------------- shared builders
@@ -79,8 +84,19 @@ def val_texts(amazon_file: Path) -> list[str]:
     return texts[:PARITY_SAMPLES - 1] + [" ".join(texts[:30])] + texts[PARITY_SAMPLES - 1 :]
 
 
+def labelled_test_rows(amazon_file: Path, start: int = 400, count: int = TEST_ROWS) -> list[dict]:
+    """Real amazon rows the model never saw, labelled by the sign of their mean rating (the
+    pipeline's threshold rule): the target test split the INT8 gate scores."""
+    lines = amazon_file.read_text(encoding="utf-8").splitlines()[1 + start : 1 + start + count]
+    rows = []
+    for line in lines:
+        row_id, rating, text = line.split("\t", 2)
+        rows.append({"id": row_id, "text": text, "label": LABELS[float(rating) > 0]})
+    return rows
+
+
 def build_workspace(root: Path, amazon_file: Path, **model_options) -> Paths:
-    """models/target (save_pretrained model + fast tokenizer) and data/prepared/target/val.jsonl."""
+    """models/target (save_pretrained model + fast tokenizer) and data/prepared/target/{val,test}.jsonl."""
     paths = Paths(root)
     model, tokenizer = tiny_classifier(amazon_texts(amazon_file, 200), **model_options)
     model.save_pretrained(paths.target_model)
@@ -89,6 +105,8 @@ def build_workspace(root: Path, amazon_file: Path, **model_options) -> Paths:
     val.parent.mkdir(parents=True, exist_ok=True)
     rows = [{"id": f"v{i}", "text": text, "label": LABELS[i % 2]} for i, text in enumerate(val_texts(amazon_file))]
     val.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    test = "".join(json.dumps(row) + "\n" for row in labelled_test_rows(amazon_file))
+    paths.split_file("target", "test").write_text(test, encoding="utf-8")
     return paths
 
 
@@ -97,7 +115,8 @@ def export_params(labels: list[str] = LABELS, **export) -> Params:
         {
             "data": {"source": {"path": "unused-source.tsv"}, "target": {"path": "unused-target.tsv"}},
             "task": {"labels": labels},
-            "export": {"opset": 17, "parity_samples": PARITY_SAMPLES, "parity_tolerance": 1e-4, **export},
+            "export": {"opset": 17, "parity_samples": PARITY_SAMPLES, "parity_tolerance": 1e-4,
+                       "max_int8_drop": TINY_MAX_INT8_DROP, **export},
         }
     )
 
@@ -255,3 +274,50 @@ def test_serve_finds_the_package_among_options(package, texts, monkeypatch):
     done = subprocess.run([sys.executable, "-m", "serving"], input=texts[0] + "\n", capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[2], env={**__import__("os").environ})
     assert done.returncode == 0 and json.loads(done.stdout)["text"] == texts[0]
+
+
+# ---------------------------------------------------------------- precision (fp32 | int8 | auto)
+
+
+def reseal(package: Path, change) -> None:
+    """Edit the manifest and re-seal it (its digest made to match), as an export would write it."""
+    from tests.serving.conftest import read_manifest_json, write_manifest_json
+
+    manifest = read_manifest_json(package)
+    change(manifest)
+    write_manifest_json(package, manifest)
+
+
+def test_precision_auto_follows_serve_precision_and_defaults_to_fp32(package, package_copy):
+    classifier = OnnxClassifier(package)
+    assert classifier.precision == "fp32" and classifier.graph_file == "model.onnx"
+    reseal(package_copy, lambda m: m.update(serve_precision="int8"))
+    served = OnnxClassifier(package_copy)
+    assert served.precision == "int8" and served.graph_file == "model.int8.onnx"
+    assert OnnxClassifier(package_copy, precision="fp32").precision == "fp32"
+    reseal(package_copy, lambda m: m.pop("serve_precision"))  # a package exported before INT8
+    assert OnnxClassifier(package_copy).precision == "fp32"
+
+
+def test_int8_without_an_int8_graph_is_a_package_error(package_copy):
+    (package_copy / "model.int8.onnx").unlink()
+    reseal(package_copy, lambda m: (m.pop("serve_precision"), m["files"].pop("model.int8.onnx")))
+    assert OnnxClassifier(package_copy).precision == "fp32"  # an old package still loads
+    with pytest.raises(PackageError, match=r"no INT8 graph \(model\.int8\.onnx not in files\) but precision int8 was asked for"):
+        OnnxClassifier(package_copy, precision="int8")
+    reseal(package_copy, lambda m: m.update(serve_precision="int8"))
+    with pytest.raises(PackageError, match=r"not in files\) but its serve_precision says int8"):
+        OnnxClassifier(package_copy)
+
+
+def test_an_unknown_precision_is_refused(package):
+    with pytest.raises(PackageError, match=r"precision 'fp16' is not one of \['auto', 'fp32', 'int8'\]"):
+        OnnxClassifier(package, precision="fp16")
+
+
+def test_a_changed_int8_graph_fails_the_hash_check_at_either_precision(package_copy):
+    with (package_copy / "model.int8.onnx").open("ab") as handle:
+        handle.write(b"\0")
+    for precision in ("fp32", "int8"):
+        with pytest.raises(PackageError, match=r"model\.int8\.onnx: sha256 .* does not match manifest\.json"):
+            OnnxClassifier(package_copy, precision=precision)

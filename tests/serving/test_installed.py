@@ -39,7 +39,9 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", f"{source}[cpu]"],
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", f"{source}[cpu]",
+         # the HTTP server's transitive packages (starlette, pydantic, ...) at the project's pins, as the image installs them
+         "-c", str(REPO / "constraints.txt")],
         env=clean_env(), capture_output=True, text=True, timeout=900,
     )
     assert install.returncode == 0, f"pip install {source}[cpu] failed:\n{install.stdout}\n{install.stderr}"

@@ -32,6 +32,9 @@ SPECIALS = ["<pad>", "</s>", "<unk>", "<2de>", "<2fr>"]  # the contract's ids 0,
 MAX_LENGTH = 24  # source tokens, tag and </s> included: some test sentences are truncated
 MAX_NEW_TOKENS = 12
 GATE_SENTENCES = 24
+# A d_model-32 Marian fitted for seconds is no measure of INT8 on a real one; the fixture's
+# INT8 gate only has to pass, the gate tests set their own limits.
+TINY_MAX_INT8_DROP = 20.0
 
 
 # ---------------------------------------------------------------- shared builders
@@ -113,7 +116,7 @@ def export_params(**export) -> Params:
             "model": {"init": "scratch"},
             "tokenize": {"max_length": MAX_LENGTH},
             "evaluate": {"baselines": ["target_only"], "generation": {"max_new_tokens": MAX_NEW_TOKENS, "num_beams": 3}},
-            "export": {"opset": 17, "parity_samples": GATE_SENTENCES, **export},
+            "export": {"opset": 17, "parity_samples": GATE_SENTENCES, "max_int8_drop": TINY_MAX_INT8_DROP, **export},
         }
     )
 
@@ -249,8 +252,9 @@ def test_cli_reads_stdin_and_prints_one_json_line_per_sentence(exported, transla
     )
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [line["source"] for line in lines] == texts
-    assert [line["translation"] for line in lines] == translator.translate(texts, num_beams=2, max_new_tokens=MAX_NEW_TOKENS)
+    assert [line["source"] for line in lines[:3]] == texts
+    assert [line["translation"] for line in lines[:3]] == translator.translate(texts, num_beams=2, max_new_tokens=MAX_NEW_TOKENS)
+    assert lines[3:] == [{"error": "line 4 is empty", "line": 4}]  # the blank line keeps its place
 
 
 def test_cli_decodes_as_the_manifest_says_by_default(exported, translator):
@@ -280,9 +284,9 @@ def test_thread_count_reaches_every_session_and_a_bad_one_is_named(exported, mon
         [sys.executable, "-m", "serving", str(exported.onnx), "--threads", "0"],
         input="A dog.\n", cwd=REPO, capture_output=True, text=True, timeout=120,
     )
-    assert result.returncode == 1 and result.stderr.strip().splitlines() == [
-        "error: serve: threads (or TRANSLATOR_THREADS) must be a whole number >= 1, got 0"
-    ]
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        "python -m serving: error: argument --threads: must be > 0, got 0"
+    )
 
 
 def test_cli_names_a_missing_package_in_one_line(tmp_path):
@@ -309,3 +313,38 @@ def test_a_classification_package_is_refused(exported, tmp_path):
     (package / "manifest.json").write_text(json.dumps({**manifest, "task": "classification"}))
     with pytest.raises(PackageError, match="a 'classification' package, not a translation one"):
         OnnxTranslator(package)
+
+
+# ---------------------------------------------------------------- INT8
+
+
+def test_int8_graphs_are_listed_scored_with_bleu_and_run(exported, translator):
+    manifest = translator.manifest
+    names = ("encoder.int8.onnx", "decoder.int8.onnx", "decoder_with_past.int8.onnx")
+    assert all(name in manifest["files"] for name in names) and manifest["serve_precision"] == "fp32"
+    int8 = manifest["int8"]
+    assert int8["metric"] == "bleu" and int8["texts"] == GATE_SENTENCES and int8["bleu_signature"].startswith("nrefs:1")
+    assert int8["drop"] == pytest.approx(int8["fp32"] - int8["int8"], abs=1e-3) and int8["drop"] <= int8["max_drop"]
+    assert 0 <= int8["identical"] <= GATE_SENTENCES and set(int8["bytes"]) == set(names)
+    quantized = OnnxTranslator(exported.onnx, precision="int8")
+    assert quantized.precision == "int8" and quantized.graph_files == names
+    texts = test_sentences(8)
+    out = quantized.translate(texts, num_beams=2)
+    assert len(out) == 8 and all(isinstance(text, str) for text in out)
+    same = sum(a == b for a, b in zip(quantized.generate_ids(texts), translator.generate_ids(texts)))
+    assert same >= 4, "INT8 greedy ids should mostly equal fp32's"
+
+
+def test_precision_int8_on_a_package_without_int8_graphs_is_refused(exported, tmp_path):
+    from tests.serving.conftest import read_manifest_json, write_manifest_json
+
+    package = Path(shutil.copytree(exported.onnx, tmp_path / "onnx"))
+    manifest = read_manifest_json(package)
+    for name in ("encoder.int8.onnx", "decoder.int8.onnx", "decoder_with_past.int8.onnx"):
+        (package / name).unlink()
+        del manifest["files"][name]
+    del manifest["serve_precision"]  # as a package exported before INT8
+    write_manifest_json(package, manifest)
+    assert OnnxTranslator(package).precision == "fp32"
+    with pytest.raises(PackageError, match=r"no INT8 graph \(encoder\.int8\.onnx, decoder\.int8\.onnx, decoder_with_past\.int8\.onnx not in files\)"):
+        OnnxTranslator(package, precision="int8")

@@ -185,6 +185,34 @@ def test_perturbed_decoder_weights_fail_the_gate(workspace, reuse_graphs, monkey
     assert_old_package_kept(workspace, before, metrics_before)
 
 
+def test_a_bleu_drop_over_max_int8_drop_fails_in_one_line_and_keeps_the_old_package(workspace, reuse_graphs, monkeypatch):
+    before, metrics_before = package_hashes(workspace), (workspace.metrics / "export.json").read_text()
+    figures = {"metric": "bleu", "split": "target/test", "texts": GATE_SENTENCES, "fp32": 30.5, "int8": 28.25,
+               "bleu_signature": "nrefs:1", "identical": 10, "fp32_seconds": 1.0, "int8_seconds": 0.5}
+    monkeypatch.setattr(export, "score_precisions", lambda *args: dict(figures))
+    with pytest.raises(ExportError) as failure:
+        export.run(export_params(max_int8_drop=2.0), workspace)
+    message = str(failure.value)
+    assert "\n" not in message
+    assert f"BLEU on {GATE_SENTENCES} target test items is 28.25 with INT8 vs 30.50 with fp32, a drop of 2.25 points " \
+           f"over export.max_int8_drop 2 (identical translations 10/{GATE_SENTENCES})" in message
+    assert_old_package_kept(workspace, before, metrics_before)
+
+
+def test_int8_false_writes_fp32_graphs_only(workspace, reuse_graphs):
+    metrics = export.run(export_params(int8=False), workspace)
+    assert metrics["int8"] is None and metrics["serve_precision"] == "fp32" and metrics["fused_nodes"] == {}
+    assert not list(workspace.onnx.glob("*.int8.onnx"))
+    assert OnnxTranslator(workspace.onnx).precision == "fp32"
+
+
+def test_serve_int8_makes_the_runtime_load_the_int8_graphs(workspace, reuse_graphs):
+    export.run(export_params(serve_int8=True), workspace)
+    assert read_json(workspace.onnx / "manifest.json")["serve_precision"] == "int8"
+    translator = OnnxTranslator(workspace.onnx)
+    assert translator.precision == "int8" and translator.graph_files[0] == "encoder.int8.onnx"
+
+
 def test_missing_inputs_are_named_in_one_line(workspace):
     test_split = workspace.split_file("target", "test")
     test_split.unlink()
