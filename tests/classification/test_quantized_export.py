@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from test_export are used as arguments)
 """The export stage's fused and INT8 graphs on the tiny random BERT classifier (2 layers,
 hidden 32; WordPiece vocabulary from 200 real amazon snippets): model.onnx carries ONNX
 Runtime's fused attention and still passes parity, model.int8.onnx is listed with its hash,
@@ -6,7 +7,6 @@ scored against fp32 on the target test split and gated by export.max_int8_drop."
 from __future__ import annotations
 
 import collections
-import shutil
 
 import onnx
 import pytest
@@ -16,22 +16,13 @@ from serving.package import PackageError
 from tasks.classification import export
 from tasks.common.errors import ExportError, ParamsError
 from tasks.common.io import read_json, sha256_file
-from tasks.common.paths import Paths
-from tests.serving.test_classifier import TEST_ROWS, TINY_MAX_INT8_DROP, export_params, exported_workspace, val_texts
+# The export tests' fixtures: the exported tiny workspace, and a private copy of it per test.
+from tests.classification.test_export import exported, workspace  # noqa: F401
+from tests.serving.test_classifier import TEST_ROWS, TINY_MAX_INT8_DROP, export_params, val_texts
 
 LAYERS = 2
 
 
-@pytest.fixture
-def exported(tmp_path_factory, amazon_file) -> tuple[Paths, dict]:
-    return exported_workspace(tmp_path_factory, amazon_file)
-
-
-@pytest.fixture
-def workspace(exported, tmp_path) -> Paths:
-    """A private copy of the exported workspace (models/onnx included) for one test."""
-    shutil.copytree(exported[0].root, tmp_path, dirs_exist_ok=True)
-    return Paths(tmp_path)
 
 
 def contrib_ops(path) -> dict[str, int]:

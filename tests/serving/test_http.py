@@ -293,24 +293,24 @@ class Running:
         self.handle.close()
 
 
-@pytest.fixture(scope="module")
-def classify_server(classification_package, tmp_path_factory):
-    server = Running(classification_package, tmp_path_factory.mktemp("http") / "classify.log", ["--no-access-log"])
+def serving(package, tmp_path_factory, name: str):
+    """A real server on the package for a module's tests; stopped at teardown."""
+    server = Running(package, tmp_path_factory.mktemp("http") / f"{name}.log", ["--no-access-log"])
     try:
         server.wait_ready()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def classify_server(classification_package, tmp_path_factory):
+    yield from serving(classification_package, tmp_path_factory, "classify")
 
 
 @pytest.fixture(scope="module")
 def translate_server(translation_package, tmp_path_factory):
-    server = Running(translation_package, tmp_path_factory.mktemp("http") / "translate.log", ["--no-access-log"])
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+    yield from serving(translation_package, tmp_path_factory, "translate")
 
 
 def post(server: Running, path: str, body=None, **kwargs) -> httpx.Response:
