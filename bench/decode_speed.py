@@ -1,13 +1,17 @@
-"""Greedy decode time of an exported translation package (onnxruntime + numpy, KV cache) against
-PyTorch `model.generate` on the model it was exported from, on the same sentences in the same
-batches, at several batch sizes and ORT thread counts: the README's decode-speed figures.
+"""Decode time of an exported translation package (onnxruntime + numpy, KV cache) against
+PyTorch `model.generate` on the model it was exported from: greedy and beam search, on the same
+sentences in the same batches, at several batch sizes and ORT thread counts: the README's
+decode-speed figures.
 
 Usage (after `make translation`, in the repository root):
-  .venv/bin/python -m bench.decode_speed runs/translation [--sentences 200] [--batch-sizes 1 16 64] [--threads 1 2]
+  .venv/bin/python -m bench.decode_speed runs/translation [--sentences 200] [--batch-sizes 1 32] [--threads 1]
 
-Every timing comes after a warm-up, both runtimes in this one process, one after the other
-(never two at once: on few cores they would slow each other). Token ids must be identical for a
-row to count; the ratio is generate seconds / ORT seconds. Prints a markdown table and writes
+Greedy decodes as the evaluate stage does (one beam, no repetition guards); beam with the
+package's own settings (manifest "generation": beams, length penalty, no-repeat n-grams, what
+`translate()` does by default). Every timing comes after a warm-up, both runtimes in this one
+process, one after the other (never two at once: on few cores they would slow each other).
+Token ids must be identical for a row to count. Prints a markdown table with, per batch size,
+ORT's beam/greedy time ratio and generate's/ORT's time ratio, and writes
 bench/results/decode_speed.json.
 """
 
@@ -21,19 +25,26 @@ from pathlib import Path
 
 import torch
 
-from tasks.common.paths import Paths
 from serving.translator import OnnxTranslator
+from tasks.common.paths import Paths
 from tasks.params import load_params
-from tasks.translation.gate import gate_sentences, load_target, reference_batches, special_ids, torch_greedy
+from tasks.translation.gate import (
+    beam_options, gate_sentences, greedy_options, load_target, reference_batches, special_ids, torch_generate,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "decode_speed.json"
 
 
-def ort_greedy(translator: OnnxTranslator, texts: list[str], batch_size: int, max_new_tokens: int) -> tuple[list, float]:
+def ort_decode(translator: OnnxTranslator, texts: list[str], batch_size: int, options: dict) -> tuple[list, float]:
     translator.generate_ids(texts[:2], max_new_tokens=2, batch_size=batch_size)  # warm-up
     started = time.perf_counter()
-    ids = translator.generate_ids(texts, num_beams=1, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    ids = translator.generate_ids(texts, batch_size=batch_size, **options)
     return ids, time.perf_counter() - started
+
+
+def decodings(translator: OnnxTranslator, max_new_tokens: int) -> dict[str, dict]:
+    beam = beam_options(translator)
+    return {"greedy": greedy_options(max_new_tokens), f"beam {beam['num_beams']}": beam}
 
 
 def measure(workspace: Path, sentences: int, batch_sizes: list[int], thread_counts: list[int]) -> list[dict]:
@@ -42,37 +53,51 @@ def measure(workspace: Path, sentences: int, batch_sizes: list[int], thread_coun
     model, tokenizer = load_target(paths.target_model)
     ids = special_ids(model, tokenizer)
     texts = gate_sentences(paths, sentences)
-    max_new = params.evaluate.generation.max_new_tokens
     rows = []
     for batch_size in batch_sizes:
-        reference_seconds, reference = None, None
+        references: dict[str, tuple[list, float]] = {}  # generate once per batch size and decoding
         for threads in thread_counts:
-            translator = OnnxTranslator(paths.onnx, threads=threads)
-            runtime, ort_seconds = ort_greedy(translator, texts, batch_size, max_new)
-            if reference is None:  # generate once per batch size, with torch's own thread default
-                feeds = reference_batches(tokenizer, texts, translator.plan_batches(texts, batch_size), params.data.target.languages.tgt,
-                                          translator.max_length, ids["pad_id"])
-                reference, reference_seconds = torch_greedy(model, feeds, len(texts), max_new, ids)
-            rows.append({
-                "batch_size": batch_size,
-                "ort_threads": threads,
-                "torch_threads": torch.get_num_threads(),
-                "ort_seconds": round(ort_seconds, 3),
-                "generate_seconds": round(reference_seconds, 3),
-                "speedup": round(reference_seconds / ort_seconds, 2),
-                "identical": sum(a == b for a, b in zip(runtime, reference)),
-                "sentences": len(texts),
-                "decoder_graphs": translator.manifest.get("decoder_graphs", "traced"),
-            })
-            print(json.dumps(rows[-1]), flush=True)
+            translator = OnnxTranslator(paths.onnx, threads=threads, precision="fp32")
+            feeds = reference_batches(tokenizer, texts, translator.plan_batches(texts, batch_size), params.data.target.languages.tgt,
+                                      translator.max_length, ids["pad_id"])
+            for name, options in decodings(translator, params.evaluate.generation.max_new_tokens).items():
+                runtime, ort_seconds = ort_decode(translator, texts, batch_size, options)
+                if name not in references:
+                    references[name] = torch_generate(model, feeds, len(texts), ids, **options)
+                reference, generate_seconds = references[name]
+                rows.append({
+                    "batch_size": batch_size,
+                    "decoding": name,
+                    "ort_threads": threads,
+                    "torch_threads": torch.get_num_threads(),
+                    "ort_seconds": round(ort_seconds, 3),
+                    "generate_seconds": round(generate_seconds, 3),
+                    "speedup": round(generate_seconds / ort_seconds, 2),
+                    "identical": sum(a == b for a, b in zip(runtime, reference)),
+                    "sentences": len(texts),
+                    "decoder_graphs": translator.manifest.get("decoder_graphs", "traced"),
+                })
+                print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
+def beam_cost(rows: list[dict], row: dict) -> str:
+    """ORT beam time / ORT greedy time at the same batch size and threads ("" for greedy rows)."""
+    greedy = [r for r in rows if r["decoding"] == "greedy" and r["batch_size"] == row["batch_size"]
+              and r["ort_threads"] == row["ort_threads"]]
+    if row["decoding"] == "greedy" or not greedy:
+        return ""
+    return f"{row['ort_seconds'] / greedy[0]['ort_seconds']:.1f}x greedy"
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| batch | ORT threads | ORT greedy s | generate s | speed-up | identical ids |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| batch | decoding | ORT threads | ORT s | ORT cost | generate s | speed-up | identical ids |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['batch_size']} | {r['ort_threads']} | {r['ort_seconds']} | {r['generate_seconds']} | "
-                     f"{r['speedup']}x | {r['identical']}/{r['sentences']} |")
+        lines.append(f"| {r['batch_size']} | {r['decoding']} | {r['ort_threads']} | {r['ort_seconds']} | {beam_cost(rows, r)} | "
+                     f"{r['generate_seconds']} | {r['speedup']}x | {r['identical']}/{r['sentences']} |")
     return "\n".join(lines)
 
 
@@ -80,8 +105,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.decode_speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("workspace", type=Path, help="a run with models/target and models/onnx, e.g. runs/translation")
     parser.add_argument("--sentences", type=int, default=200)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1])
     args = parser.parse_args()
     rows = measure(args.workspace, args.sentences, args.batch_sizes, args.threads)
     RESULTS.parent.mkdir(exist_ok=True)

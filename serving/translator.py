@@ -18,7 +18,8 @@ processors, same beam bookkeeping and length-penalised scores), so the exported 
 gives the very token ids PyTorch gives; the export stage refuses to ship a package that does not.
 
     translator = OnnxTranslator("models/onnx")
-    translator.translate(["A man rides a bike."], num_beams=5)   # -> ["Un homme fait du vélo."]
+    translator.translate(["A man rides a bike."])   # -> ["Un homme fait du vélo."], decoded as evaluated
+    translator.translate(["A man rides a bike."], num_beams=1)  # greedy; the other settings stay
 
 precision "auto" (the default) loads what the manifest's serve_precision names (export.serve_int8;
 fp32 for packages without it), "fp32" the three graphs above, "int8" their dynamic-INT8 twins
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -66,10 +68,16 @@ def trim(ids: Sequence[int], eos_id: int, pad_id: int) -> list[int]:
     return ids
 
 
-def banned_ngram_tokens(tokens: list[int], size: int) -> list[int]:
-    """Tokens that would repeat an n-gram of `size` already in `tokens` (NoRepeatNGramLogitsProcessor)."""
-    prefix = tuple(tokens[len(tokens) + 1 - size :])
-    return [gram[-1] for gram in zip(*[tokens[i:] for i in range(size)]) if gram[:-1] == prefix]
+def block_repeated_ngrams(scores: np.ndarray, sequences: np.ndarray, size: int) -> None:
+    """NoRepeatNGramLogitsProcessor over every row at once: a token that would complete an
+    n-gram of `size` already in its row's `sequences` gets -inf in `scores` (in place)."""
+    length = sequences.shape[1]
+    if size < 1 or length < size:  # no complete n-gram yet
+        return
+    windows = np.lib.stride_tricks.sliding_window_view(sequences, size, axis=1)  # (rows, length-size+1, size)
+    prefix = sequences[:, length - size + 1 :]  # each row's last size-1 tokens
+    rows, starts = np.nonzero((windows[:, :, :-1] == prefix[:, None, :]).all(axis=-1))
+    scores[rows, windows[rows, starts, -1]] = -np.inf
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -78,8 +86,19 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Like torch.topk along the last axis: the k largest, best first (ties: lower index first)."""
-    index = np.argsort(-scores, axis=-1, kind="stable")[..., :k]
+    """Like torch.topk along the last axis of a 2-D array: the k largest, best first, ties by lower
+    index. A partition finds them in one linear pass (a full sort of batch x beams x vocab
+    scores was most of a beam step); rows with a tie at the k-th value are sorted in full."""
+    if k >= scores.shape[-1]:
+        index = np.argsort(-scores, axis=-1, kind="stable")[..., :k]
+        return np.take_along_axis(scores, index, axis=-1), index
+    index = np.sort(np.argpartition(-scores, k - 1, axis=-1)[..., :k], axis=-1)
+    kth = np.take_along_axis(scores, index, axis=-1).min(axis=-1, keepdims=True)
+    tied = (scores >= kth).sum(axis=-1) > k  # more candidates than places: lower index wins
+    if tied.any():
+        index[tied] = np.argsort(-scores[tied], axis=-1, kind="stable")[..., :k]
+    order = np.argsort(-np.take_along_axis(scores, index, axis=-1), axis=-1, kind="stable")
+    index = np.take_along_axis(index, order, axis=-1)
     return np.take_along_axis(scores, index, axis=-1), index
 
 
@@ -87,6 +106,41 @@ def gather_beams(tensor: np.ndarray, index: np.ndarray) -> np.ndarray:
     """tensor (batch, beams, ...) picked along beams by index (batch, k)."""
     shaped = index.reshape(index.shape + (1,) * (tensor.ndim - 2))
     return np.take_along_axis(tensor, shaped, axis=1)
+
+
+@dataclass
+class BeamState:
+    """Beam search's per-sentence arrays (sentences still decoding x beams): running
+    hypotheses and their scores, the kept finished ones, and `rows`, each sentence's input row."""
+
+    rows: np.ndarray
+    running: np.ndarray
+    running_scores: np.ndarray
+    sequences: np.ndarray
+    scores: np.ndarray
+    finished: np.ndarray
+    improvable: np.ndarray
+
+    @classmethod
+    def start(cls, batch: int, beams: int, max_length: int, start_id: int, fill: int) -> BeamState:
+        """Every beam holds the decoder start; only the first scores 0 (the others -1e9, so the
+        first step does not pick one token `beams` times); `fill` pads as transformers does."""
+        running = np.full((batch, beams, max_length), fill, dtype=np.int64)
+        running[:, :, 0] = start_id
+        running_scores = np.zeros((batch, beams), dtype=np.float32)
+        running_scores[:, 1:] = NEG
+        return cls(
+            rows=np.arange(batch),
+            running=running,
+            running_scores=running_scores,
+            sequences=running.copy(),
+            scores=np.full((batch, beams), NEG, dtype=np.float32),
+            finished=np.zeros((batch, beams), dtype=bool),
+            improvable=np.ones((batch, 1), dtype=bool),
+        )
+
+    def subset(self, keep: np.ndarray) -> BeamState:
+        return BeamState(**{name: value[keep] for name, value in vars(self).items()})
 
 
 def session_options(threads: Optional[int]) -> ort.SessionOptions:
@@ -192,10 +246,7 @@ class OnnxTranslator:
         if penalty != 1.0:
             seen = np.take_along_axis(scores, sequences, axis=1)
             np.put_along_axis(scores, sequences, np.where(seen < 0, seen * penalty, seen / penalty), axis=1)
-        size = options.get("no_repeat_ngram_size", 0)
-        if size and cur_len + 1 >= size:
-            for row, tokens in enumerate(sequences.tolist()):
-                scores[row, banned_ngram_tokens(tokens, size)] = -np.inf
+        block_repeated_ngrams(scores, sequences, options.get("no_repeat_ngram_size", 0))
         suppressed = self.generation.get("suppressed_ids") or []
         if suppressed:
             scores[:, suppressed] = -np.inf
@@ -235,9 +286,12 @@ class OnnxTranslator:
     def beam(self, ids: np.ndarray, mask: np.ndarray, beams: int, max_new_tokens: int, options: dict) -> list[list[int]]:
         """transformers' vectorised beam search (GenerationMixin._beam_search), in numpy:
         keep 2*beams candidates a step, finished hypotheses scored sum(logprobs) / length**lp,
-        the same early-stop heuristic, the KV cache reordered by the chosen beams."""
+        the same early-stop heuristic, the KV cache reordered by the chosen beams. Every step is
+        whole-array work over all sentences' hypotheses; a sentence whose kept hypotheses can no
+        longer change (generate's early-stop heuristic, or all beams finished under
+        early_stopping=True) leaves the batch, cache and all, as greedy rows do at </s>."""
         early_stopping, length_penalty = options["early_stopping"], options["length_penalty"]
-        batch, max_length, cur_len = len(ids), 1 + max_new_tokens, 1
+        max_length, cur_len = 1 + max_new_tokens, 1
         keep = 2 * beams  # max(2, 1 + number of eos ids) * beams, with one eos id
         top_mask = np.arange(keep) < beams
 
@@ -245,105 +299,101 @@ class OnnxTranslator:
         mask = np.repeat(mask, beams, axis=0)
         logits, past_self, cross = self.first_step(hidden, mask)
 
-        fill = self.pad_id or self.eos_id  # transformers fills unused slots with `pad or eos`
-        running = np.full((batch, beams, max_length), fill, dtype=np.int64)
-        running[:, :, 0] = self.start_id
-        sequences = running.copy()
-        running_scores = np.zeros((batch, beams), dtype=np.float32)
-        running_scores[:, 1:] = NEG
-        scores = np.full((batch, beams), NEG, dtype=np.float32)
-        finished = np.zeros((batch, beams), dtype=bool)
-        improvable = np.ones((batch, 1), dtype=bool)
-        running_index = np.full((batch, beams, max_length - 1), -1, dtype=np.int64)
-        offset = (np.arange(batch) * beams)[:, None]
-
+        s = BeamState.start(len(ids), beams, max_length, self.start_id, self.pad_id or self.eos_id)
+        out: list[list[int]] = [[] for _ in range(len(ids))]
         while True:
-            so_far = running[:, :, :cur_len].reshape(batch * beams, cur_len)
+            batch = len(s.rows)
+            so_far = s.running[:, :, :cur_len].reshape(batch * beams, cur_len)
             log_probs = self.process(log_softmax(logits.astype(np.float32)), so_far, max_length, options)
             vocab = log_probs.shape[-1]
-            total = (log_probs.reshape(batch, beams, vocab) + running_scores[:, :, None]).reshape(batch, -1)
+            total = (log_probs.reshape(batch, beams, vocab) + s.running_scores[:, :, None]).reshape(batch, -1)
             top_scores, top_index = top_k(total, keep)
             from_beam, tokens = top_index // vocab, top_index % vocab
-            candidates = gather_beams(running, from_beam)
+            candidates = gather_beams(s.running, from_beam)
             candidates[:, :, cur_len] = tokens
-            candidate_index = gather_beams(running_index, from_beam)
-            candidate_index[:, :, cur_len - 1] = from_beam + offset
             hits = (tokens == self.eos_id) | (cur_len + 1 >= max_length)
 
             # the best `beams` unfinished candidates go on
             alive = top_scores + hits.astype(np.float32) * NEG
             _, pick = top_k(alive, beams)
-            running = gather_beams(candidates, pick)
-            running_scores = gather_beams(alive, pick)
-            running_index = gather_beams(candidate_index, pick)
+            s.running, s.running_scores = gather_beams(candidates, pick), gather_beams(alive, pick)
+            parent = gather_beams(from_beam, pick)  # the beam each survivor came from
 
             # finished candidates among the top `beams` may enter the kept hypotheses
             just_done = hits & top_mask[None, :]
             final = top_scores / np.float32(cur_len ** length_penalty)
-            full = finished.all(axis=-1, keepdims=True) & (early_stopping is True)
+            full = s.finished.all(axis=-1, keepdims=True) & (early_stopping is True)
             final = final + full.astype(np.float32) * NEG
-            final = final + (~improvable).astype(np.float32) * NEG
+            final = final + (~s.improvable).astype(np.float32) * NEG
             final = final + (~just_done).astype(np.float32) * NEG
-            merged_scores = np.concatenate([scores, final], axis=1)
+            merged_scores = np.concatenate([s.scores, final], axis=1)
             _, best = top_k(merged_scores, beams)
-            sequences = gather_beams(np.concatenate([sequences, candidates], axis=1), best)
-            scores = gather_beams(merged_scores, best)
-            finished = gather_beams(np.concatenate([finished, just_done], axis=1), best)
+            s.sequences = gather_beams(np.concatenate([s.sequences, candidates], axis=1), best)
+            s.scores = gather_beams(merged_scores, best)
+            s.finished = gather_beams(np.concatenate([s.finished, just_done], axis=1), best)
 
             cur_len += 1
             length = max_length - 1 if early_stopping == "never" and length_penalty > 0.0 else cur_len - 1
-            best_running = running_scores[:, :1] / np.float32(length ** length_penalty)
-            worst_final = np.where(finished, scores.min(axis=1, keepdims=True), NEG)
-            improvable = improvable & (best_running > worst_final).any(axis=-1, keepdims=True)
-            open_beams = not (finished.all() and early_stopping is True)
-            if not (improvable.any() and open_beams and not hits.all()):
+            best_running = s.running_scores[:, :1] / np.float32(length ** length_penalty)
+            worst_final = np.where(s.finished, s.scores.min(axis=1, keepdims=True), NEG)
+            s.improvable = s.improvable & (best_running > worst_final).any(axis=-1, keepdims=True)
+            settled = ~s.improvable[:, 0] | (s.finished.all(axis=-1) & (early_stopping is True))
+            if hits.all():  # the length limit: every sentence ends here
+                settled[:] = True
+            for row, best_sequence in zip(s.rows[settled], s.sequences[settled, 0]):
+                out[row] = trim(best_sequence[1:], self.eos_id, self.pad_id)
+            if settled.all():
                 break
-            reorder = running_index[:, :, cur_len - 2].reshape(-1)  # the beam each survivor came from
+            going = ~settled
+            reorder = (parent + (np.arange(batch) * beams)[:, None])[going].reshape(-1)
             past_self = [kv[reorder] for kv in past_self]
-            logits, past_self = self.next_step(running[:, :, cur_len - 1].reshape(-1), mask, past_self, cross)
-
-        return [trim(row[1:], self.eos_id, self.pad_id) for row in sequences[:, 0, :]]
+            if settled.any():
+                s = s.subset(going)
+                going_beams = np.repeat(going, beams)
+                mask, cross = mask[going_beams], [kv[going_beams] for kv in cross]
+            logits, past_self = self.next_step(s.running[:, :, cur_len - 1].reshape(-1), mask, past_self, cross)
+        return out
 
     # ------------------------------------------------------------ public
 
     def generate_ids(
         self,
         texts: Sequence[str],
-        num_beams: int = 1,
+        num_beams: Optional[int] = None,
         max_new_tokens: Optional[int] = None,
-        length_penalty: float = 1.0,
+        length_penalty: Optional[float] = None,
         batch_size: int = 32,
         early_stopping: Optional[bool | str] = None,
-        no_repeat_ngram_size: int = 0,
-        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: Optional[int] = None,
+        repetition_penalty: Optional[float] = None,
     ) -> list[list[int]]:
         """Generated ids per text, in input order, without the decoder-start token, ending at
-        the first </s> (included) when there is one. Texts are batched by length. The options
-        mean what they mean to transformers' generate; early_stopping defaults to the
-        manifest's (as the evaluate stage decodes), max_new_tokens too."""
-        if num_beams < 1:
-            raise ValueError(f"num_beams must be at least 1, got {num_beams}")
-        max_new_tokens = int(max_new_tokens or self.generation["max_new_tokens"])
-        options = {
-            "length_penalty": length_penalty,
-            "early_stopping": self.generation.get("early_stopping", False) if early_stopping is None else early_stopping,
-            "no_repeat_ngram_size": no_repeat_ngram_size,
-            "repetition_penalty": repetition_penalty,
-        }
+        the first </s> (included) when there is one. Texts are batched by length. Decoding is
+        the manifest's (as the evaluate stage scored it and the export gate checked it); each
+        argument given overrides that one setting and means what it means to transformers'
+        generate (num_beams=1: greedy, with the manifest's repetition guards still on)."""
+        options = self.decoding(
+            num_beams=num_beams, max_new_tokens=max_new_tokens, length_penalty=length_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size, repetition_penalty=repetition_penalty,
+        )
+        beams, max_new = int(options.pop("num_beams")), int(options.pop("max_new_tokens"))
+        if beams < 1:
+            raise ValueError(f"num_beams must be at least 1, got {beams}")
+        options["early_stopping"] = self.generation.get("early_stopping", False) if early_stopping is None else early_stopping
         out: list[list[int]] = [[] for _ in texts]
         for index in self.plan_batches(texts, batch_size):
             ids, mask = self.pad([self.encode_ids(texts[i]) for i in index])
-            if num_beams == 1:
-                rows = self.greedy(ids, mask, max_new_tokens, options)
+            if beams == 1:
+                rows = self.greedy(ids, mask, max_new, options)
             else:
-                rows = self.beam(ids, mask, num_beams, max_new_tokens, options)
+                rows = self.beam(ids, mask, beams, max_new, options)
             for i, row in zip(index, rows):
                 out[i] = row
         return out
 
     def decoding(self, **overrides) -> dict:
-        """generate_ids options as the package was evaluated (manifest "generation"), with
-        `overrides` that are not None on top."""
+        """Decoding options as the package was evaluated (manifest "generation"), with
+        `overrides` that are not None on top: what generate_ids uses."""
         g = self.generation
         options = {
             "num_beams": g.get("num_beams", 1),
@@ -359,5 +409,6 @@ class OnnxTranslator:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
     def translate(self, texts: Sequence[str], **generation) -> list[str]:
-        """Translations into the package's target language (arguments as generate_ids)."""
+        """Translations into the package's target language, decoded as the manifest says unless
+        an argument overrides a setting (arguments as generate_ids)."""
         return [self.decode(ids) for ids in self.generate_ids(texts, **generation)]

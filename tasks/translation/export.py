@@ -318,6 +318,8 @@ def run(p: Params, paths: Paths) -> dict:
     }
     write_json_atomic(paths.metrics / "export.json", metrics)
     gate, int8 = manifest["gate"], manifest.get("int8")
+    beam = gate.get("beam")
+    beam_line = "" if beam is None else f", beam-{beam['num_beams']} ids on {beam['identical']}/{gate['sentences']}"
     int8_line = "" if int8 is None else (
         f"; INT8 BLEU {int8['int8']:.2f} vs fp32 {int8['fp32']:.2f} on {int8['texts']} test sentences "
         f"(drop {int8['drop']:+.2f} <= {int8['max_drop']:g})"
@@ -325,7 +327,7 @@ def run(p: Params, paths: Paths) -> dict:
     print(
         f"export: {paths.onnx} ({sum(sizes.values()) / 1e6:.1f} MB, opset {p.export.opset}) in "
         f"{time.perf_counter() - started:.1f}s; greedy ids identical on {gate['identical']}/{gate['sentences']} "
-        f"sentences, ORT+KV-cache {gate['speedup']:.1f}x faster than model.generate{int8_line}; "
+        f"sentences{beam_line}, ORT+KV-cache {gate['speedup']:.1f}x faster than model.generate{int8_line}; "
         f"serving {manifest[SERVE_PRECISION]}"
     )
     return metrics

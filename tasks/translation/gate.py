@@ -1,6 +1,7 @@
 """The translation export gate: before a package replaces models/onnx, ONNX Runtime's greedy
-token ids must EQUAL PyTorch's `model.generate` ids on the first export.parity_samples target
-test sentences, decoded in the very same batches; the encodings must agree and both decode
+token ids, and its beam-search ids with the manifest's decoding, must EQUAL PyTorch's
+`model.generate` ids on the first export.parity_samples target test sentences, decoded in the
+very same batches; the encodings must agree and both decode
 times are measured. Also what bench/decode_speed.py measures with. And the INT8 figures: BLEU
 of the fp32 and INT8 packages on those sentences (score_precisions; export.max_int8_drop)."""
 
@@ -120,18 +121,28 @@ def reference_batches(tokenizer, texts: Sequence[str], batches: list[list[int]],
 
 
 @torch.no_grad()
-def torch_greedy(model: PreTrainedModel, feeds, count: int, max_new_tokens: int, ids: dict) -> tuple[list, float]:
+def torch_generate(model: PreTrainedModel, feeds, count: int, ids: dict, **options) -> tuple[list, float]:
+    """model.generate over the runtime's batches (`feeds`), trimmed as the runtime's ids are, and
+    its seconds after a warm-up. `options` go to generate (num_beams, max_new_tokens, guards)."""
     out: list[list[int]] = [[] for _ in range(count)]
     _, warm_ids, warm_mask = feeds[0]
     model.generate(input_ids=warm_ids[:1], attention_mask=warm_mask[:1], num_beams=1, do_sample=False, max_new_tokens=2)
     started = time.perf_counter()  # after a warm-up, as for the runtime
     for index, input_ids, mask in feeds:
-        generated = model.generate(
-            input_ids=input_ids, attention_mask=mask, num_beams=1, do_sample=False, max_new_tokens=max_new_tokens
-        )
+        generated = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=False, **options)
         for i, row in zip(index, generated.tolist()):
             out[i] = trim(row[1:], ids["eos_id"], ids["pad_id"])  # row[0] is the decoder start
     return out, time.perf_counter() - started
+
+
+def greedy_options(max_new_tokens: int) -> dict:
+    """Greedy as the evaluate stage decodes it: one beam, no repetition guards."""
+    return {"num_beams": 1, "max_new_tokens": max_new_tokens, "no_repeat_ngram_size": 0, "repetition_penalty": 1.0}
+
+
+def beam_options(translator: OnnxTranslator) -> dict:
+    """The package's own decoding (manifest "generation"), as generate takes it."""
+    return {**translator.decoding(), "early_stopping": translator.generation.get("early_stopping", False)}
 
 
 @torch.no_grad()
@@ -146,9 +157,36 @@ def first_step_logit_diff(model: PreTrainedModel, translator: OnnxTranslator, fe
     return worst
 
 
+def compare_decoding(model, translator: OnnxTranslator, texts: Sequence[str], feeds, ids: dict, options: dict) -> dict:
+    """ORT's and generate's ids for `texts` decoded with `options` on the same batches: how many
+    are identical, the first that differs, and both times (after a warm-up each)."""
+    translator.generate_ids(texts[:1], max_new_tokens=2)  # warm-up: session set-up is not decode time
+    started = time.perf_counter()
+    runtime = translator.generate_ids(texts, batch_size=GATE_BATCH_SIZE, **options)
+    ort_seconds = time.perf_counter() - started
+    reference, torch_seconds = torch_generate(model, feeds, len(texts), ids, **options)
+    differ = [i for i, (a, b) in enumerate(zip(reference, runtime)) if a != b]
+    first = None if not differ else (differ[0], reference[differ[0]], runtime[differ[0]])
+    return {"identical": len(texts) - len(differ), "first_difference": first,
+            "ort_seconds": round(ort_seconds, 4), "torch_seconds": round(torch_seconds, 4)}
+
+
+def refuse_differences(result: dict, texts: Sequence[str], what: str, logit_diff: float) -> None:
+    if result["first_difference"] is None:
+        return
+    number, reference, runtime = result["first_difference"]
+    raise ExportError(
+        f"ONNX {what} differs from model.generate on {len(texts) - result['identical']} of {len(texts)} target test "
+        f"sentences; first: sentence {number + 1} {texts[number]!r}: torch {reference} vs onnx {runtime} "
+        f"(max abs first-step logit diff {logit_diff:.3g})"
+    )
+
+
 def check_gate(model, tokenizer, translator: OnnxTranslator, texts: Sequence[str], p: Params, ids: dict) -> dict:
-    """ORT greedy ids == model.generate greedy ids on every sentence, the same batches for both.
-    Also: encodings equal, max abs first-step logit difference, and both decode times."""
+    """ORT ids == model.generate ids on every sentence, the same batches for both: greedy (as
+    evaluate decodes it) and, when the manifest asks for beams, beam search with the manifest's
+    settings (what translate() and the CLI run by default). Also: encodings equal, max abs
+    first-step logit difference, and the decode times."""
     tgt_lang, max_new = p.data.target.languages.tgt, p.evaluate.generation.max_new_tokens
     batches = translator.plan_batches(texts, GATE_BATCH_SIZE)
     feeds = reference_batches(tokenizer, texts, batches, tgt_lang, translator.max_length, ids["pad_id"])
@@ -157,29 +195,26 @@ def check_gate(model, tokenizer, translator: OnnxTranslator, texts: Sequence[str
         if translator.encode_ids(text) != expected:
             raise ExportError(f"runtime encodes gate sentence {number} differently from the tokenize stage: {text!r}")
 
-    translator.generate_ids(texts[:1], max_new_tokens=2)  # warm-up: session set-up is not decode time
-    started = time.perf_counter()
-    runtime = translator.generate_ids(texts, num_beams=1, max_new_tokens=max_new, batch_size=GATE_BATCH_SIZE)
-    ort_seconds = time.perf_counter() - started
-    reference, torch_seconds = torch_greedy(model, feeds, len(texts), max_new, ids)
-
-    differ = [i for i, (a, b) in enumerate(zip(reference, runtime)) if a != b]
-    gate = {
+    logit_diff = first_step_logit_diff(model, translator, feeds, ids["decoder_start_id"])
+    greedy = compare_decoding(model, translator, texts, feeds, ids, greedy_options(max_new))
+    refuse_differences(greedy, texts, "greedy decode", logit_diff)
+    beam = None
+    if translator.decoding()["num_beams"] > 1:
+        options = beam_options(translator)
+        beam = compare_decoding(model, translator, texts, feeds, ids, options)
+        refuse_differences(beam, texts, f"beam-{options['num_beams']} decode", logit_diff)
+        beam = {"num_beams": options["num_beams"], "identical": beam["identical"], "ort_seconds": beam["ort_seconds"],
+                "torch_generate_seconds": beam["torch_seconds"],
+                "speedup": round(beam["torch_seconds"] / max(beam["ort_seconds"], 1e-9), 3)}
+    return {
         "sentences": len(texts),
-        "identical": len(texts) - len(differ),
-        "max_abs_first_step_logit_diff": first_step_logit_diff(model, translator, feeds, ids["decoder_start_id"]),
+        "identical": greedy["identical"],
+        "max_abs_first_step_logit_diff": logit_diff,
         "batch_size": GATE_BATCH_SIZE,
         "max_new_tokens": max_new,
-        "ort_greedy_seconds": round(ort_seconds, 4),
-        "torch_generate_seconds": round(torch_seconds, 4),
-        "speedup": round(torch_seconds / max(ort_seconds, 1e-9), 3),
+        "ort_greedy_seconds": greedy["ort_seconds"],
+        "torch_generate_seconds": greedy["torch_seconds"],
+        "speedup": round(greedy["torch_seconds"] / max(greedy["ort_seconds"], 1e-9), 3),
+        "beam": beam,
         "providers": translator.encoder.get_providers(),
     }
-    if differ:
-        first = differ[0]
-        raise ExportError(
-            f"ONNX greedy decode differs from model.generate on {len(differ)} of {len(texts)} target test "
-            f"sentences; first: sentence {first + 1} {texts[first]!r}: torch {reference[first]} vs onnx {runtime[first]} "
-            f"(max abs first-step logit diff {gate['max_abs_first_step_logit_diff']:.3g})"
-        )
-    return gate

@@ -115,7 +115,7 @@ def export_params(**export) -> Params:
             "data": {"source": pair("de"), "target": pair("fr")},
             "model": {"init": "scratch"},
             "tokenize": {"max_length": MAX_LENGTH},
-            "evaluate": {"baselines": ["target_only"], "generation": {"max_new_tokens": MAX_NEW_TOKENS, "num_beams": 3}},
+            "evaluate": {"baselines": ["target_only"], "generation": {"max_new_tokens": MAX_NEW_TOKENS, "num_beams": 3, "no_repeat_ngram_size": 2}},
             "export": {"opset": 17, "parity_samples": GATE_SENTENCES, "max_int8_drop": TINY_MAX_INT8_DROP, **export},
         }
     )
@@ -178,8 +178,9 @@ def translator(exported) -> OnnxTranslator:
 def test_greedy_ids_equal_generate_on_a_batch_of_mixed_lengths(exported, translator, max_new_tokens):
     texts = test_sentences()  # 6 to 30+ tokens: padded batches, some truncated to MAX_LENGTH
     assert max(len(translator.encode_ids(t)) for t in texts) == MAX_LENGTH > min(len(translator.encode_ids(t)) for t in texts)
-    ours = translator.generate_ids(texts, num_beams=1, max_new_tokens=max_new_tokens)
-    assert ours == torch_generate(exported, translator, texts, num_beams=1, max_new_tokens=max_new_tokens)
+    plain = {"num_beams": 1, "max_new_tokens": max_new_tokens, "no_repeat_ngram_size": 0}  # greedy as evaluate runs it
+    ours = translator.generate_ids(texts, **plain)
+    assert ours == torch_generate(exported, translator, texts, **plain)
     if max_new_tokens == 3:  # no room to finish: generation_config.forced_eos_token_id ends every row
         assert all(len(row) == 3 and row[-1] == translator.eos_id for row in ours)
     else:
@@ -189,8 +190,10 @@ def test_greedy_ids_equal_generate_on_a_batch_of_mixed_lengths(exported, transla
 @pytest.mark.parametrize(
     "options",
     [
-        {"early_stopping": False, "length_penalty": 1.0},
-        {"early_stopping": True, "length_penalty": 0.5},
+        {"early_stopping": False, "length_penalty": 1.0, "no_repeat_ngram_size": 0},
+        {"early_stopping": True, "length_penalty": 0.5, "no_repeat_ngram_size": 0},
+        {"early_stopping": False, "length_penalty": 2.0, "no_repeat_ngram_size": 1},
+        {"early_stopping": "never", "length_penalty": 1.0, "no_repeat_ngram_size": 3},
         {"early_stopping": True, "length_penalty": 1.0, "no_repeat_ngram_size": 2, "repetition_penalty": 1.5},
     ],
 )
@@ -199,18 +202,57 @@ def test_beam_ids_equal_generate_beam_search(exported, translator, options):
     ours = translator.generate_ids(texts, num_beams=3, batch_size=8, **options)
     reference = torch_generate(exported, translator, texts, num_beams=3, max_new_tokens=MAX_NEW_TOKENS, batch_size=8, **options)
     assert ours == reference
-    assert ours != translator.generate_ids(texts, num_beams=1), "beam search should change some outputs"
+    assert ours != translator.generate_ids(texts, num_beams=1, **options), "beam search should change some outputs"
 
 
 def test_greedy_repetition_guards_equal_generate(exported, translator):
     texts = test_sentences(16)
     guards = {"no_repeat_ngram_size": 2, "repetition_penalty": 1.3}
-    ours = translator.generate_ids(texts, max_new_tokens=MAX_NEW_TOKENS, **guards)
+    ours = translator.generate_ids(texts, num_beams=1, **guards)
     assert ours == torch_generate(exported, translator, texts, num_beams=1, max_new_tokens=MAX_NEW_TOKENS, **guards)
-    assert ours != translator.generate_ids(texts, max_new_tokens=MAX_NEW_TOKENS), "the guards should change some outputs"
+    unguarded = translator.generate_ids(texts, num_beams=1, no_repeat_ngram_size=0, repetition_penalty=1.0)
+    assert ours != unguarded, "the guards should change some outputs"
     for row in ours:  # no bigram twice
         bigrams = list(zip([translator.start_id, *row], row))
         assert len(bigrams) == len(set(bigrams))
+
+
+def test_defaults_decode_as_the_evaluate_stage_and_an_argument_overrides_one_setting(exported, translator):
+    """The README's calls: translate(texts) gives the evaluate stage's beam tokens (the
+    manifest's beams and no-repeat guard), translate(texts, num_beams=2) changes the beams only."""
+    from transformers import AutoTokenizer, MarianMTModel
+
+    from tasks.translation.evaluate import decoding_options
+    from tasks.translation.model import generate_ids
+
+    model = MarianMTModel.from_pretrained(str(exported.target_model)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(exported.target_model))
+    texts, beam = test_sentences(16), decoding_options(export_params())["beam"]
+    evaluated = lambda **change: generate_ids(  # noqa: E731
+        model, tokenizer, texts, "fr", batch_size=32, device="cpu", max_length=MAX_LENGTH, **{**beam, **change}
+    )
+    runtime = lambda **change: [  # noqa: E731  (evaluate's ids stop before </s>)
+        row[:-1] if row and row[-1] == translator.eos_id else row for row in translator.generate_ids(texts, **change)
+    ]
+    assert beam["no_repeat_ngram_size"] == 2 and beam["num_beams"] == 3
+    assert runtime() == evaluated()
+    assert runtime(num_beams=2) == evaluated(num_beams=2)
+    assert runtime(no_repeat_ngram_size=0) == evaluated(no_repeat_ngram_size=0) != evaluated()
+    assert translator.translate(texts) == [translator.decode(ids) for ids in evaluated()]
+
+
+def test_top_k_matches_a_full_stable_sort_with_ties():
+    import numpy as np
+
+    from serving.translator import top_k
+
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 6, size=(64, 40)).astype(np.float32)  # many ties, some at the k-th place
+    scores[::7, 5:] = -np.inf
+    for k in (1, 3, 8, 40):
+        values, index = top_k(scores, k)
+        expected = np.argsort(-scores, axis=-1, kind="stable")[:, :k]
+        assert (index == expected).all() and (values == np.take_along_axis(scores, expected, axis=-1)).all()
 
 
 def test_batching_does_not_change_the_ids(translator):
@@ -265,8 +307,8 @@ def test_cli_decodes_as_the_manifest_says_by_default(exported, translator):
     )
     assert result.returncode == 0, result.stderr
     assert translator.decoding() == {"num_beams": 3, "max_new_tokens": MAX_NEW_TOKENS, "length_penalty": 1.0,
-                                     "no_repeat_ngram_size": 0, "repetition_penalty": 1.0}
-    expected = translator.translate(texts, num_beams=3)
+                                     "no_repeat_ngram_size": 2, "repetition_penalty": 1.0}
+    expected = translator.translate(texts)
     assert [json.loads(line)["translation"] for line in result.stdout.splitlines()] == expected
 
 

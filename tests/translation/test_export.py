@@ -124,6 +124,8 @@ def test_gate_figures_are_in_the_manifest_and_metrics(exported):
     assert 0 <= gate["max_abs_first_step_logit_diff"] < 1e-4
     assert gate["ort_greedy_seconds"] > 0 and gate["torch_generate_seconds"] > 0
     assert gate["speedup"] == pytest.approx(gate["torch_generate_seconds"] / gate["ort_greedy_seconds"], rel=0.01)
+    assert gate["beam"]["num_beams"] == 3 and gate["beam"]["identical"] == GATE_SENTENCES
+    assert gate["beam"]["ort_seconds"] > 0 and gate["beam"]["torch_generate_seconds"] > 0
     assert metrics["onnx_bytes"].keys() == set(GRAPHS) and metrics["opset"] == 17
 
 
@@ -160,6 +162,21 @@ def test_a_runtime_that_drops_a_token_fails_the_gate_and_keeps_the_old_package(w
 
     monkeypatch.setattr(OnnxTranslator, "generate_ids", drop_last_token_of_first)
     with pytest.raises(ExportError, match=rf"differs from model\.generate on 1 of {GATE_SENTENCES} .*first: sentence 1 "):
+        export.run(export_params(), workspace)
+    assert_old_package_kept(workspace, before, metrics_before)
+
+
+def test_a_beam_search_that_differs_fails_the_gate_even_when_greedy_agrees(workspace, reuse_graphs, monkeypatch):
+    """The gate decodes with the manifest's beams and guards too (what translate() runs by
+    default): a beam search that drops the no-repeat guard is refused."""
+    before, metrics_before = package_hashes(workspace), (workspace.metrics / "export.json").read_text()
+    beam = OnnxTranslator.beam
+
+    def unguarded_beam(self, ids, mask, beams, max_new_tokens, options):
+        return beam(self, ids, mask, beams, max_new_tokens, {**options, "no_repeat_ngram_size": 0})
+
+    monkeypatch.setattr(OnnxTranslator, "beam", unguarded_beam)
+    with pytest.raises(ExportError, match=r"ONNX beam-3 decode differs from model\.generate on \d+ of"):
         export.run(export_params(), workspace)
     assert_old_package_kept(workspace, before, metrics_before)
 
