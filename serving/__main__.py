@@ -6,18 +6,22 @@ printed (and flushed) as soon as it is produced, so results stream while input s
   classification  {"text", "label", "probabilities", "logits"}
   translation     {"source", "translation"}; decodes as the evaluate stage did (the manifest's
                   beams, length penalty, repetition guards) unless --beams / --max-new-tokens say
-                  otherwise; --threads N intra-op threads per graph.
+                  otherwise.
   A blank line gets {"error": "line N is empty", "line": N} in its place (a line that is not
   UTF-8: "line N is not UTF-8 text"), so line N of the output always answers line N of the input.
 
 HTTP mode (--port N): a FastAPI server (serving/http.py): POST /v1/classify, POST /v1/translate,
 GET /health, /ready, /metadata, /metrics; concurrent requests are batched dynamically
 (--max-batch-size, --max-delay-ms); --max-texts and --max-chars bound a request. SIGTERM or
-SIGINT: in-flight requests finish, exit code 0.
+SIGINT: in-flight requests finish, exit code 0. An address that cannot be bound (a port in
+use): one line on stderr, exit code 1.
 
-PACKAGE defaults to $MODEL_DIR, else models/onnx. A bad package is one line on stderr and exit
-code 1 (a bad option: argparse's usage line and error, exit code 2). Torch-free: the serve
-image's entrypoint.
+Both modes: --precision auto|fp32|int8 picks the graphs (auto: the manifest's serve_precision),
+--threads N the intra-op threads per graph.
+
+PACKAGE defaults to $MODEL_DIR, else models/onnx. A bad package (or int8 asked of one without
+INT8 graphs) is one line on stderr and exit code 1 (a bad option: argparse's usage line and
+error, exit code 2). Torch-free: the serve image's entrypoint.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Optional
 
-from serving.package import PackageError, package_task
+from serving.package import PRECISION_CHOICES, PackageError, package_task
 
 # What the runtime imports; onnxruntime comes from the install's [cpu] or [gpu] extra.
 RUNTIME_MODULES = ("onnxruntime", "tokenizers", "numpy", "fastapi", "uvicorn", "prometheus_client", "pydantic", "starlette")
@@ -51,9 +55,10 @@ modes:
 examples:
   python -m serving models/onnx < texts.txt > results.jsonl
   python -m serving models/onnx --port 8000 --host 0.0.0.0
+  python -m serving models/onnx --precision int8 --threads 1 < texts.txt
   curl -s localhost:8000/v1/classify -H 'content-type: application/json' -d '{"texts": ["great value"]}'
 
-A bad package: one line on stderr, exit code 1."""
+A bad package, int8 without INT8 graphs, or a port in use: one line on stderr, exit code 1."""
 
 LINES_PER_BATCH = 32  # stdin mode: the most lines one model call takes
 READ_SIZE = 1 << 16
@@ -106,8 +111,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="stdin mode, translation: 1 = greedy; default: the manifest's num_beams")
     parser.add_argument("--max-new-tokens", type=positive(int), default=None,
                         help="stdin mode, translation: default: the manifest's")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                        help="graphs to load: auto (the manifest's serve_precision; fp32 without one), fp32 or int8 "
+                             "(default: auto)")
     parser.add_argument("--threads", type=positive(int), default=None,
-                        help="translation: intra-op threads per graph (default: TRANSLATOR_THREADS or 1)")
+                        help="intra-op threads per graph (default: classification onnxruntime's, one per physical core; "
+                             "translation TRANSLATOR_THREADS or 1)")
     http = parser.add_argument_group("HTTP mode")
     http.add_argument("--port", type=int, default=None, help="serve HTTP on this port (without it: stdin mode)")
     http.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; 0.0.0.0 in a container)")
@@ -172,18 +181,14 @@ def stream(answer: Callable[[list[str]], list[dict]]) -> None:
         emit([next(answers) if problem is None else {"error": problem, "line": number} for number, _, problem in batch])
 
 
-def classify(package: str) -> None:
-    import numpy as np
+def classify(package: str, args: argparse.Namespace) -> None:
+    from serving.classifier import OnnxClassifier, softmax
 
-    from serving.classifier import OnnxClassifier
-
-    classifier = OnnxClassifier(package)
+    classifier = OnnxClassifier(package, precision=args.precision, threads=args.threads)
     labels = classifier.labels
 
     def answer(texts: list[str]) -> list[dict]:
         logits = classifier.logits(texts)
-        shifted = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
-        probabilities = shifted / shifted.sum(axis=1, keepdims=True)
         return [
             {
                 "text": text,
@@ -191,7 +196,7 @@ def classify(package: str) -> None:
                 "probabilities": {label: round(float(p), 6) for label, p in zip(labels, probs)},
                 "logits": [round(float(x), 6) for x in row],
             }
-            for text, row, probs in zip(texts, logits, probabilities)
+            for text, row, probs in zip(texts, logits, softmax(logits))
         ]
 
     stream(answer)
@@ -200,7 +205,7 @@ def classify(package: str) -> None:
 def translate(package: str, args: argparse.Namespace) -> None:
     from serving.translator import OnnxTranslator
 
-    translator = OnnxTranslator(package, threads=args.threads)
+    translator = OnnxTranslator(package, threads=args.threads, precision=args.precision)
     options = translator.decoding(num_beams=args.beams, max_new_tokens=args.max_new_tokens)
 
     def answer(texts: list[str]) -> list[dict]:
@@ -213,14 +218,16 @@ def translate(package: str, args: argparse.Namespace) -> None:
 
 
 def serve_http(args: argparse.Namespace) -> int:
-    from serving.package import read_manifest
+    from serving.package import read_manifest, serve_precision
 
     task = package_task(args.package)
-    read_manifest(args.package, task, verify=True)  # fields, digest, every file's hash: before listening
+    # Before listening: fields, digest, every file's hash, and the graphs --precision needs.
+    manifest = read_manifest(args.package, task, verify=True)
+    serve_precision(manifest, args.package, task, args.precision)
     from serving.http import Settings, run_server
 
     settings = Settings(max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms, max_texts=args.max_texts,
-                        max_chars=args.max_chars, threads=args.threads)
+                        max_chars=args.max_chars, threads=args.threads, precision=args.precision)
     return run_server(args.package, task, args.host, args.port, settings, log_level=args.log_level,
                       access_log=not args.no_access_log)
 
@@ -237,7 +244,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             if package_task(args.package) == "translation":
                 translate(args.package, args)
             else:
-                classify(args.package)
+                classify(args.package, args)
         except KeyboardInterrupt:
             sys.exit(130)
         except BrokenPipeError:  # the reader went away (`| head`): stop quietly

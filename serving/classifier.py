@@ -7,6 +7,7 @@ installs onnxruntime(-gpu), tokenizers and numpy, nothing else.
     classifier = OnnxClassifier("models/onnx")
     classifier.predict(["great value", "broke after a day"])   # -> ["positive", "negative"]
     OnnxClassifier("models/onnx", precision="int8")            # model.int8.onnx (dynamic INT8, CPU)
+    OnnxClassifier("models/onnx", threads=2)                   # 2 intra-op threads (default: onnxruntime's)
 
 precision "auto" (the default) loads what the manifest's serve_precision names (export.serve_int8;
 fp32 for packages without it), "fp32" model.onnx, "int8" model.int8.onnx, whose macro-F1 drop
@@ -22,7 +23,7 @@ from typing import Optional
 import numpy as np
 from tokenizers import Tokenizer
 
-from serving.package import PackageError, default_providers, graph_files, inference_session, read_manifest, serve_precision
+from serving.package import PackageError, default_providers, graph_files, inference_session, intra_op_options, read_manifest, serve_precision
 
 TASK = "classification"
 MODEL_FILE = "model.onnx"
@@ -31,6 +32,12 @@ OUTPUT = "logits"
 
 # Which field of a tokenizers.Encoding feeds which graph input.
 ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities from logits, row-wise, in float64 (a row sums to 1 within 1e-12)."""
+    shifted = np.exp(logits.astype(np.float64) - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def load_tokenizer(path: Path, max_length: int, spec: Mapping) -> Tokenizer:
@@ -50,7 +57,12 @@ class OnnxClassifier:
     """A models/onnx package, verified against its manifest's hashes when loaded."""
 
     def __init__(
-        self, package: str | Path, providers: Optional[Sequence] = None, verify: bool = True, precision: str = "auto"
+        self,
+        package: str | Path,
+        providers: Optional[Sequence] = None,
+        verify: bool = True,
+        precision: str = "auto",
+        threads: Optional[int] = None,
     ):
         self.package = Path(package)
         self.manifest = read_manifest(self.package, TASK, verify)
@@ -61,7 +73,7 @@ class OnnxClassifier:
         spec = self.manifest["tokenizer"]
         self.tokenizer = load_tokenizer(self.package / spec["file"], self.max_length, spec)
         providers = list(providers or default_providers())
-        self.session = inference_session(self.package / self.graph_file, providers)
+        self.session = inference_session(self.package / self.graph_file, providers, intra_op_options(threads))
         self.input_names = [graph_input.name for graph_input in self.session.get_inputs()]
         unknown = set(self.input_names) - set(ENCODING_FIELDS)
         if unknown:

@@ -5,7 +5,7 @@
     GET  /health        200 while the process runs (liveness)
     GET  /ready         200 once the model is loaded, 503 before and while draining (readiness)
     GET  /metadata      task, labels or languages, package, manifest digest, export metrics,
-                        execution providers, precision, limits
+                        execution providers, precision, intra-op threads, limits
     GET  /metrics       Prometheus text exposition (serving/metrics.py)
 
 Results come in the order of the request's texts. Concurrent requests are merged into model
@@ -16,7 +16,8 @@ texts or longer texts than the limits, 422 for a body that is not what the endpo
 no traceback is ever sent.
 
 Startup: the manifest's fields, digest and every file's hash are checked before the server
-listens (a bad package: one line on stderr, exit code 1); the onnxruntime sessions are then
+listens (a bad package, or an address it cannot listen on: one line on stderr, exit code 1);
+the onnxruntime sessions are then
 built while the server already answers /health (and 503 on /ready). SIGTERM or SIGINT: stop
 accepting, answer every request already received (queued texts go out without waiting for
 more), then exit 0.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Hashable
@@ -36,7 +38,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -45,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.exceptions import HTTPException
 
 from serving.batching import BatcherClosed, BatchError, DynamicBatcher, one_line
+from serving.classifier import softmax
 from serving.metrics import ServerMetrics
 from serving.package import PackageError
 
@@ -53,6 +55,7 @@ logger = logging.getLogger("uvicorn.error")  # uvicorn's own log (stderr)
 ENDPOINTS = {"classification": "/v1/classify", "translation": "/v1/translate"}
 KNOWN_PATHS = frozenset({*ENDPOINTS.values(), "/health", "/ready", "/metadata", "/metrics"})
 MAX_BEAMS = 16  # a request's num_beams; beams multiply a call's work
+MODEL_OPTIONS = ("threads", "precision")  # the Settings fields that are not request limits
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,9 @@ class Settings:
     max_delay_ms: float = 5.0  # the longest a text waits for others to share its call
     max_texts: int = 64  # texts per request
     max_chars: int = 2000  # characters per text
-    threads: Optional[int] = None  # translation: intra-op threads per graph (None: TRANSLATOR_THREADS or 1)
+    # The model's own options, not limits (so not in /metadata's "limits").
+    threads: Optional[int] = None  # intra-op threads per graph (None: the runtime's default)
+    precision: str = "auto"  # "auto" (the manifest's serve_precision), "fp32" or "int8"
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_texts", "max_chars"):
@@ -137,20 +142,14 @@ def check_texts(texts: list[str], settings: Settings) -> Optional[JSONResponse]:
 # ---------------------------------------------------------------- the model side (worker thread)
 
 
-def load_model(package: str | Path, task: str, verify: bool = True, threads: Optional[int] = None):
+def load_model(package: str | Path, task: str, settings: Settings, verify: bool = True):
     if task == "translation":
         from serving.translator import OnnxTranslator
 
-        return OnnxTranslator(package, verify=verify, threads=threads)
+        return OnnxTranslator(package, verify=verify, threads=settings.threads, precision=settings.precision)
     from serving.classifier import OnnxClassifier
 
-    return OnnxClassifier(package, verify=verify)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise, in float64 (the probabilities of a row sum to 1 within 1e-12)."""
-    shifted = np.exp(logits.astype(np.float64) - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
+    return OnnxClassifier(package, verify=verify, threads=settings.threads, precision=settings.precision)
 
 
 def classify_fn(model) -> Callable[[list[str], Hashable], list[dict]]:
@@ -179,6 +178,12 @@ def sessions(model) -> list:
     return [getattr(model, name) for name in names if getattr(model, name, None) is not None]
 
 
+def intra_op_threads(model) -> Optional[int]:
+    """Read back from the sessions (all of a model's share one setting), as the translator's
+    default comes from TRANSLATOR_THREADS; None: onnxruntime's default, one per physical core."""
+    return sessions(model)[0].get_session_options().intra_op_num_threads or None
+
+
 def describe_model(model, package: Path, task: str, settings: Settings) -> dict:
     manifest = model.manifest
     providers: list[str] = []
@@ -194,8 +199,9 @@ def describe_model(model, package: Path, task: str, settings: Settings) -> dict:
         "export_metrics": {name: manifest[name] for name in ("parity", "gate") if name in manifest},
         "providers": providers,
         "precision": getattr(model, "precision", "fp32"),
+        "threads": intra_op_threads(model),
         "versions": manifest.get("versions"),
-        "limits": {key: value for key, value in asdict(settings).items() if key != "threads"},
+        "limits": {key: value for key, value in asdict(settings).items() if key not in MODEL_OPTIONS},
         "endpoint": ENDPOINTS[task],
     }
     if task == "classification":
@@ -335,7 +341,7 @@ def create_app(
     hash checks); it runs in the model's worker thread once the app starts."""
     package = Path(package)
     if loader is None:
-        loader = lambda: load_model(package, task, threads=settings.threads)
+        loader = lambda: load_model(package, task, settings)
     state = ServerState(package, task, settings, loader, on_load_error)
 
     @asynccontextmanager
@@ -419,6 +425,34 @@ class GracefulServer(uvicorn.Server):
             self.state.loop.call_soon_threadsafe(self.state.begin_drain)
 
 
+class ListenError(Exception):
+    """The address given cannot be bound (in use, not this machine's, not resolvable)."""
+
+
+def address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound here rather than by uvicorn: a failure is then ours to report
+    in one line (uvicorn logs it and exits 3), and uvicorn serves this very socket, so nothing
+    can take the port between a check and the bind. Bound as uvicorn binds (SO_REUSEADDR, so
+    a restart is not refused while the last run's connections sit in TIME_WAIT)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        reason = (err.strerror or str(err)).lower()
+        raise ListenError(f"cannot listen on {address(host, port)}: {reason}") from None
+    return sock
+
+
+def report(message: str) -> None:
+    print(f"error: serve: {message}", file=sys.stderr, flush=True)
+
+
 def run_server(
     package: str | Path,
     task: str,
@@ -429,24 +463,32 @@ def run_server(
     access_log: bool = True,
     graceful_timeout: Optional[float] = 30.0,
 ) -> int:
-    """Serve until SIGTERM/SIGINT; the exit code (1 when the model failed to load). The
-    package's hashes are expected to be checked already (the model is built without)."""
-    app = create_app(package, task, settings, loader=lambda: load_model(package, task, verify=False, threads=settings.threads))
+    """Serve until SIGTERM/SIGINT; the exit code (1 when the address cannot be bound or the
+    model failed to load). The package's hashes are expected to be checked already (the model
+    is built without)."""
+    try:
+        sock = listening_socket(host, port)
+    except ListenError as err:
+        report(str(err))
+        return 1
+    app = create_app(package, task, settings, loader=lambda: load_model(package, task, settings, verify=False))
     state: ServerState = app.state.server
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
                             timeout_graceful_shutdown=graceful_timeout, lifespan="on")
     server = GracefulServer(config, state)
 
     def failed(message: str) -> None:
-        print(f"error: serve: {message}", file=sys.stderr, flush=True)
+        report(message)
         server.should_exit = True
 
     state.on_load_error = failed
     # uvicorn re-raises the signal that stopped it once it is done; with these handlers that
     # ends in a return (exit code 0: a requested stop) instead of a kill by the signal.
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # uvicorn logs its address only when it binds the socket itself.
+    logger.info("Listening on http://%s (SIGTERM or Ctrl+C to stop)", address(host, sock.getsockname()[1]))
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -179,6 +179,20 @@ def default_providers() -> list:
         providers.append(("CUDAExecutionProvider", {"use_tf32": "0"}))
     providers.append("CPUExecutionProvider")
     return providers
+
+
+def intra_op_options(threads: Optional[int]):
+    """Session options with `threads` intra-op threads; None when not given, so onnxruntime
+    keeps its own default (one thread per physical core)."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return options
 
 
 def inference_session(path: Path, providers, options=None):

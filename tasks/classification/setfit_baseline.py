@@ -49,6 +49,7 @@ def setfit_predictions(p: Params, train_rows: list[dict], texts: list[str]) -> t
         raise PipelineError(f"evaluate.baselines: setfit needs rows of at least two classes, got {len(train_rows)} rows of one")
     sp = p.evaluate.setfit
     device = pick_device(p.device)
+    max_steps = setfit_step_cap(len(train_rows), sp)
     started = time.perf_counter()
     with cpu_only(device.type == "cpu"), tempfile.TemporaryDirectory(prefix="setfit-") as scratch:
         model = setfit.SetFitModel.from_pretrained(body_folder(p.model.init), device=str(device))
@@ -57,7 +58,7 @@ def setfit_predictions(p: Params, train_rows: list[dict], texts: list[str]) -> t
             output_dir=scratch,
             num_iterations=sp.num_iterations,
             num_epochs=sp.epochs,
-            max_steps=setfit_step_cap(len(train_rows), sp),
+            max_steps=max_steps,
             batch_size=sp.batch_size,
             body_learning_rate=sp.learning_rate,
             seed=p.seed,
@@ -73,10 +74,10 @@ def setfit_predictions(p: Params, train_rows: list[dict], texts: list[str]) -> t
     predicted = np.asarray(predicted.cpu() if isinstance(predicted, torch.Tensor) else predicted, dtype=np.int64)
     notes = {
         "train_rows": len(train_rows),
-        "pairs": sp.num_iterations * 2 * len(train_rows),
+        "pairs": setfit_pairs(len(train_rows), sp),
         "num_iterations": sp.num_iterations,
         "epochs": sp.epochs,
-        "max_steps": setfit_step_cap(len(train_rows), sp),
+        "max_steps": max_steps,
         "batch_size": sp.batch_size,
         "learning_rate": sp.learning_rate,
         "seed": p.seed,
@@ -88,10 +89,16 @@ def setfit_predictions(p: Params, train_rows: list[dict], texts: list[str]) -> t
     return predicted, notes
 
 
+def setfit_pairs(rows: int, sp: SetFitParams) -> int:
+    """The contrastive pairs SetFit generates per epoch (setfit.sampler.ContrastiveDataset):
+    num_iterations x rows same-label pairs and as many different-label ones."""
+    return sp.num_iterations * 2 * rows
+
+
 def setfit_step_cap(rows: int, sp: SetFitParams) -> int:
     """evaluate.setfit.max_steps as a cap: SetFit's own max_steps REPLACES its epochs (a small
     budget would train past its one epoch), so it is passed only when the run would be longer."""
-    steps = math.ceil(sp.num_iterations * 2 * rows / sp.batch_size) * sp.epochs
+    steps = math.ceil(setfit_pairs(rows, sp) / sp.batch_size) * sp.epochs
     return sp.max_steps if 0 <= sp.max_steps < steps else -1
 
 

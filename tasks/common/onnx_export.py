@@ -209,6 +209,12 @@ def contrib_counts(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+# onnxruntime's logger severities (0 verbose .. 4 fatal). It has a setter and no getter, so
+# fuse_graph cannot restore what was set before: it goes back to onnxruntime's own default.
+ORT_LOG_ERROR = 3
+ORT_LOG_DEFAULT = 2  # warning
+
+
 def fuse_graph(path: Path, config) -> dict[str, int]:
     """Rewrite the encoder graph at `path` in place with ONNX Runtime's transformer optimizer
     (its basic graph optimizations, then its BERT fusions) and return the fused nodes by op
@@ -221,7 +227,7 @@ def fuse_graph(path: Path, config) -> dict[str, int]:
     model = onnx.load(str(path))
     split_unsqueezes(model)
     # Quiet: its session's "Removing initializer ... not used" lines are cosmetic.
-    onnxruntime.set_default_logger_severity(3)
+    onnxruntime.set_default_logger_severity(ORT_LOG_ERROR)
     try:
         with tempfile.TemporaryDirectory(prefix="fuse-") as tmp:
             staged = Path(tmp) / "split.onnx"
@@ -230,7 +236,7 @@ def fuse_graph(path: Path, config) -> dict[str, int]:
                 str(staged), model_type=model_type, num_heads=config.num_attention_heads, hidden_size=config.hidden_size
             )
     finally:
-        onnxruntime.set_default_logger_severity(2)
+        onnxruntime.set_default_logger_severity(ORT_LOG_DEFAULT)
     optimized.save_model_to_file(str(path))
     return contrib_counts(optimized.model)
 

@@ -1,5 +1,6 @@
 """Fixtures for the ingest tests: small synthetic corpora in every format, params built with
-`parse_params`, and a runner for `python -m tasks ingest` in a temp workspace."""
+`parse_params`, and a runner for `python -m tasks ingest` in a temp workspace; for the export
+tests (test_export.py, test_quantized_export.py): the exported tiny workspace and a private copy."""
 
 from __future__ import annotations
 
@@ -171,3 +172,22 @@ def params(movie_file, amazon_file):
         return tiny_params(movie_file, amazon_file, **overrides)
 
     return make
+
+
+# ---------------------------------------------------------------- export: the tiny BERT classifier of
+# tests/serving/test_classifier.py, exported once per session (exports cost seconds)
+
+
+@pytest.fixture
+def exported(tmp_path_factory, amazon_file) -> tuple[Paths, dict]:
+    """(workspace, the export stage's metrics); shared by every test: read it, never write."""
+    from tests.serving.test_classifier import exported_workspace  # a serving test module: only when asked for
+
+    return exported_workspace(tmp_path_factory, amazon_file)
+
+
+@pytest.fixture
+def exported_copy(exported, tmp_path) -> Paths:
+    """A private copy of the exported workspace (models/onnx included) for one test."""
+    shutil.copytree(exported[0].root, tmp_path, dirs_exist_ok=True)
+    return Paths(tmp_path)

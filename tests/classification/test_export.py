@@ -22,29 +22,9 @@ from tasks.common.io import read_json
 from serving.classifier import OnnxClassifier
 from tasks.common.io import sha256_file
 from tasks.common.paths import Paths
-from tests.serving.test_classifier import (
-    LABELS,
-    MAX_LENGTH,
-    PARITY_SAMPLES,
-    build_workspace,
-    export_params,
-    exported_workspace,
-    val_texts,
-)
+from tests.serving.test_classifier import LABELS, MAX_LENGTH, PARITY_SAMPLES, build_workspace, export_params, val_texts
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def exported(tmp_path_factory, amazon_file) -> tuple[Paths, dict]:
-    return exported_workspace(tmp_path_factory, amazon_file)
-
-
-@pytest.fixture
-def workspace(exported, tmp_path) -> Paths:
-    """A private copy of the exported workspace (models/onnx included) for one test."""
-    shutil.copytree(exported[0].root, tmp_path, dirs_exist_ok=True)
-    return Paths(tmp_path)
 
 
 def torch_target(paths: Paths):
@@ -138,30 +118,30 @@ def test_a_model_without_token_type_ids_exports_without_that_input(tmp_path, ama
 # ---------------------------------------------------------------- failures
 
 
-def test_parity_failure_raises_and_leaves_no_package(workspace, monkeypatch, tmp_path):
+def test_parity_failure_raises_and_leaves_no_package(exported_copy, monkeypatch, tmp_path):
     # The graph is the one already exported (this test is about the check, not the exporter:
     # it saves an export), and every onnxruntime result is off by 1.0: labels still agree,
     # the logits do not.
-    graph = Path(shutil.copy(workspace.onnx / "model.onnx", tmp_path / "graph.onnx"))
+    graph = Path(shutil.copy(exported_copy.onnx / "model.onnx", tmp_path / "graph.onnx"))
     monkeypatch.setattr(export, "export_graph", lambda model, sample, out, opset: shutil.copy(graph, out))
     real_run = ort.InferenceSession.run
     monkeypatch.setattr(ort.InferenceSession, "run", lambda self, *a, **k: [y + 1.0 for y in real_run(self, *a, **k)])
-    assert workspace.onnx.exists()  # a package from an earlier export ...
+    assert exported_copy.onnx.exists()  # a package from an earlier export ...
     with pytest.raises(ExportError) as failure:
-        export.run(export_params(), workspace)
+        export.run(export_params(), exported_copy)
     message = str(failure.value)
     assert "\n" not in message
     assert f"failed on {PARITY_SAMPLES} validation texts: max abs logit diff 1 " in message
     assert "tolerance 0.0001" in message and "label agreement 1.0000" in message
-    assert not workspace.onnx.exists()  # ... must not pass for this one
-    assert not (workspace.metrics / "export.json").exists()
-    assert not list(workspace.onnx.parent.glob(".onnx.*"))
+    assert not exported_copy.onnx.exists()  # ... must not pass for this one
+    assert not (exported_copy.metrics / "export.json").exists()
+    assert not list(exported_copy.onnx.parent.glob(".onnx.*"))
 
 
-def test_label_mismatch_is_a_handoff_error_naming_both_lists(workspace):
+def test_label_mismatch_is_a_handoff_error_naming_both_lists(exported_copy):
     expected = r"model labels \['negative', 'positive'\] differ from task.labels \['bad', 'good'\]"
     with pytest.raises(HandoffError, match=expected):
-        export.run(export_params(labels=["bad", "good"]), workspace)
+        export.run(export_params(labels=["bad", "good"]), exported_copy)
 
 
 def test_missing_target_model_is_a_handoff_error(tmp_path):

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from test_export are used as arguments)
 """The export stage's fused and INT8 graphs on the tiny random BERT classifier (2 layers,
 hidden 32; WordPiece vocabulary from 200 real amazon snippets): model.onnx carries ONNX
 Runtime's fused attention and still passes parity, model.int8.onnx is listed with its hash,
@@ -16,13 +15,10 @@ from serving.package import PackageError
 from tasks.classification import export
 from tasks.common.errors import ExportError, ParamsError
 from tasks.common.io import read_json, sha256_file
-# The export tests' fixtures: the exported tiny workspace, and a private copy of it per test.
-from tests.classification.test_export import exported, workspace  # noqa: F401
 from tests.serving.test_classifier import TEST_ROWS, TINY_MAX_INT8_DROP, export_params, val_texts
 
+# exported, exported_copy: tests/classification/conftest.py (the tiny workspace, exported once per session)
 LAYERS = 2
-
-
 
 
 def contrib_ops(path) -> dict[str, int]:
@@ -83,41 +79,41 @@ def test_int8_classifier_agrees_with_fp32_on_most_texts(exported, amazon_file):
     assert same >= 0.9 * len(texts)
 
 
-def test_a_drop_over_max_int8_drop_fails_in_one_line_and_leaves_no_package(workspace, monkeypatch):
+def test_a_drop_over_max_int8_drop_fails_in_one_line_and_leaves_no_package(exported_copy, monkeypatch):
     figures = {"metric": "f1_macro", "split": "target/test", "texts": TEST_ROWS, "fp32": 81.25, "int8": 74.5,
                "label_agreement": 0.9, "fp32_seconds": 0.1, "int8_seconds": 0.05}
     monkeypatch.setattr(export, "score_precisions", lambda *args: dict(figures))
-    assert workspace.onnx.exists()  # a package from an earlier export ...
+    assert exported_copy.onnx.exists()  # a package from an earlier export ...
     with pytest.raises(ExportError) as failure:
-        export.run(export_params(max_int8_drop=5.0), workspace)
+        export.run(export_params(max_int8_drop=5.0), exported_copy)
     message = str(failure.value)
     assert "\n" not in message
     assert f"macro-F1 on {TEST_ROWS} target test items is 74.50 with INT8 vs 81.25 with fp32" in message
     assert "a drop of 6.75 points over export.max_int8_drop 5 (label agreement 90.0%)" in message
-    assert not workspace.onnx.exists()  # ... must not pass for this one; nothing half-written either
-    assert not (workspace.metrics / "export.json").exists()
-    assert not list(workspace.onnx.parent.glob(".onnx.*"))
+    assert not exported_copy.onnx.exists()  # ... must not pass for this one; nothing half-written either
+    assert not (exported_copy.metrics / "export.json").exists()
+    assert not list(exported_copy.onnx.parent.glob(".onnx.*"))
 
 
-def test_a_zero_tolerance_gate_on_the_real_scores_fails_or_passes_by_the_measured_drop(workspace, exported):
+def test_a_zero_tolerance_gate_on_the_real_scores_fails_or_passes_by_the_measured_drop(exported_copy, exported):
     """max_int8_drop 0 against the real INT8 graph: the stage's verdict is the measured drop's."""
     measured = exported[1]["int8"]["drop"]
     if measured > 0:
         with pytest.raises(ExportError, match=r"over export\.max_int8_drop 0 "):
-            export.run(export_params(max_int8_drop=0.0), workspace)
+            export.run(export_params(max_int8_drop=0.0), exported_copy)
     else:
-        assert export.run(export_params(max_int8_drop=0.0), workspace)["int8"]["drop"] == measured
+        assert export.run(export_params(max_int8_drop=0.0), exported_copy)["int8"]["drop"] == measured
 
 
-def test_int8_false_writes_no_int8_graph_and_int8_is_then_refused(workspace):
-    metrics = export.run(export_params(int8=False), workspace)
+def test_int8_false_writes_no_int8_graph_and_int8_is_then_refused(exported_copy):
+    metrics = export.run(export_params(int8=False), exported_copy)
     assert metrics["int8"] is None and metrics["serve_precision"] == "fp32"
-    manifest = read_json(workspace.onnx / "manifest.json")
-    assert "model.int8.onnx" not in manifest["files"] and not (workspace.onnx / "model.int8.onnx").exists()
+    manifest = read_json(exported_copy.onnx / "manifest.json")
+    assert "model.int8.onnx" not in manifest["files"] and not (exported_copy.onnx / "model.int8.onnx").exists()
     assert "int8" not in manifest
-    assert OnnxClassifier(workspace.onnx).precision == "fp32"
+    assert OnnxClassifier(exported_copy.onnx).precision == "fp32"
     with pytest.raises(PackageError, match=r"no INT8 graph \(model\.int8\.onnx not in files\)"):
-        OnnxClassifier(workspace.onnx, precision="int8")
+        OnnxClassifier(exported_copy.onnx, precision="int8")
 
 
 def test_serve_int8_needs_int8():

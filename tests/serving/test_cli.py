@@ -15,7 +15,7 @@ import pytest
 
 from serving.classifier import OnnxClassifier
 from serving.translator import OnnxTranslator
-from tests.serving.conftest import REPO, clean_env, json_lines, serve
+from tests.serving.conftest import REPO, clean_env, json_lines, read_manifest_json, serve, write_manifest_json
 
 
 def run_bytes(package, data: bytes, args=()) -> subprocess.CompletedProcess:
@@ -40,7 +40,7 @@ def test_help_prints_usage_and_options_even_without_docstrings():
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("usage: python -m serving"), result.stdout
         for option in ("--port", "--host", "--max-batch-size", "--max-delay-ms", "--max-texts", "--max-chars",
-                       "--beams", "--threads", "stdin", "/v1/classify"):
+                       "--beams", "--threads", "--precision", "stdin", "/v1/classify"):
             assert option in result.stdout, option
 
 
@@ -121,3 +121,28 @@ def test_a_bad_option_value_is_refused_before_loading(classification_package):
     result = serve(classification_package, ["x"], args=["--beams", "0"])
     assert result.returncode == 2 and "--beams" in result.stderr and "Traceback" not in result.stderr
 
+
+
+def test_precision_and_threads_reach_the_classifier(classification_package, classification_texts):
+    """--precision int8 --threads 1: the INT8 graph's logits, not the fp32 one's."""
+    texts = classification_texts[:12]
+    rows = json_lines(serve(classification_package, texts, args=["--precision", "int8", "--threads", "1"]))
+    logits = np.array([row["logits"] for row in rows])
+    int8 = OnnxClassifier(classification_package, precision="int8", threads=1)
+    assert [row["label"] for row in rows] == int8.predict(texts)
+    np.testing.assert_allclose(logits, int8.logits(texts), atol=1e-5)
+    fp32 = OnnxClassifier(classification_package, precision="fp32").logits(texts)
+    assert np.abs(logits - fp32).max() > 1e-4, "the INT8 graph must be the one that answered"
+
+
+@pytest.mark.parametrize("mode", [[], ["--port", "0"]], ids=["stdin", "http"])
+def test_int8_of_a_package_without_int8_graphs_is_one_line_and_exit_1(classification_package, package_copy, mode):
+    package = package_copy(classification_package)
+    manifest = read_manifest_json(package)
+    del manifest["files"]["model.int8.onnx"]
+    (package / "model.int8.onnx").unlink()
+    write_manifest_json(package, manifest)  # re-sealed: a package exported with export.int8: false
+    result = serve(package, ["great value"], args=["--precision", "int8", *mode])
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: serve: "), result.stderr
+    assert "no INT8 graph (model.int8.onnx not in files)" in result.stderr and result.stdout == ""

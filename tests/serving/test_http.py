@@ -21,11 +21,12 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import onnxruntime as ort
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from serving.batching import BatcherClosed, BatchError, DynamicBatcher
-from serving.classifier import OnnxClassifier
+from serving.classifier import OnnxClassifier, softmax
 from serving.http import Settings, create_app
 from serving.package import PackageError
 from serving.translator import OnnxTranslator
@@ -162,6 +163,9 @@ def test_a_cancelled_request_is_skipped():
 class FakeSession:
     def get_providers(self):
         return ["CPUExecutionProvider"]
+
+    def get_session_options(self):
+        return ort.SessionOptions()
 
 
 class FakeClassifier:
@@ -341,6 +345,7 @@ def test_health_ready_and_metadata(classify_server, classification_package):
     assert meta["export_metrics"]["parity"] == manifest["parity"]
     assert meta["providers"] == classifier.session.get_providers()
     assert meta["precision"] == getattr(classifier, "precision", "fp32")
+    assert meta["threads"] is None  # no --threads: onnxruntime's default
     assert meta["limits"] == {"max_batch_size": 32, "max_delay_ms": 5.0, "max_texts": 64, "max_chars": 2000}
 
 
@@ -427,6 +432,7 @@ def test_translate_gives_the_runtimes_translations(translate_server, translation
     assert meta["task"] == "translation" and meta["languages"] == manifest["languages"]
     assert meta["export_metrics"] == {"gate": manifest["gate"]}
     assert meta["decoding"]["num_beams"] == manifest["generation"]["num_beams"]
+    assert meta["threads"] == translator.encoder.get_session_options().intra_op_num_threads
 
 
 def test_metrics_count_requests_by_endpoint_and_status(classify_server):
@@ -498,6 +504,38 @@ def test_a_bad_package_at_startup_is_one_line_and_exit_1(classification_package,
     assert result.returncode == 1, result.stderr
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: serve: "), result.stderr
     assert "model.onnx" in result.stderr and "sha256" in result.stderr and result.stdout == ""
+
+
+def test_precision_and_threads_reach_the_server(classification_package, classification_texts, tmp_path):
+    """One text per request, one request at a time: dynamic INT8 scales its activations per
+    model call, so only a text that has its call to itself compares exactly."""
+    texts = classification_texts[:8]
+    server = Running(classification_package, tmp_path / "int8.log", ["--precision", "int8", "--threads", "2", "--no-access-log"])
+    try:
+        server.wait_ready()
+        meta = httpx.get(f"{server.url}/metadata").json()
+        results = [post(server, "/v1/classify", {"texts": [text]}).json()["results"][0] for text in texts]
+    finally:
+        server.stop()
+    assert (meta["precision"], meta["threads"]) == ("int8", 2)
+    int8, fp32 = OnnxClassifier(classification_package, precision="int8"), OnnxClassifier(classification_package)
+    served = np.array([[row["probabilities"][label] for label in int8.labels] for row in results])
+    expected = np.concatenate([softmax(int8.logits([text])) for text in texts])
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    assert np.abs(served - np.concatenate([softmax(fp32.logits([text])) for text in texts])).max() > 1e-5, \
+        "the INT8 graph must be the one that answered"
+
+
+def test_a_port_in_use_is_one_line_and_exit_1(classification_package):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "serving", str(classification_package), "--port", str(port),
+                                 "--host", "127.0.0.1"], cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == f"error: serve: cannot listen on 127.0.0.1:{port}: address already in use\n"
+    assert result.stdout == ""
 
 
 def test_sigterm_lets_in_flight_requests_finish_and_exits_0(classification_package, classification_texts, tmp_path):
