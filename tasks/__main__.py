@@ -5,7 +5,10 @@ module of the params' task kind (`tasks/<kind>/<stage>.py`), runs it in the work
 one summary line. A user mistake (bad params, unreadable data, a missing earlier stage) is one
 line `error: <stage>: ...` on stderr and exit code 1; anything else is a bug and keeps its
 traceback. A stage first removes the temp leftovers a killed run of it left beside its outputs.
-`python -m tasks check` validates the params; `check --inputs` also checks that every local
+`python -m tasks challenge --champion DIR [--name v3]` scores this run's package (models/onnx)
+against the champion's package DIR on the decision set and writes reports/challenge.json
+(tasks/<kind>/challenge.py; not a DVC stage: which package is the champion is the registry's
+business, flows/release.py). `python -m tasks check` validates the params; `check --inputs` also checks that every local
 input (`data.<domain>.path`) is there, naming the field: the flow runs it before DVC, whose own
 error for a missing dependency is `[Errno 2] No such file or directory: '<absolute path>'`.
 
@@ -34,7 +37,9 @@ from tasks.params import Params, SourceSpec, load_params, params_path
 STAGES = ("ingest", "tokenize", "pretrain", "finetune", "evaluate", "export")
 CHECK = "check"
 INPUTS = "--inputs"
-USAGE = f"usage: python -m tasks {{{','.join(STAGES)}}} | python -m tasks {CHECK} [{INPUTS}]"
+CHALLENGE = "challenge"
+USAGE = (f"usage: python -m tasks {{{','.join(STAGES)}}} | python -m tasks {CHECK} [{INPUTS}] | "
+         f"python -m tasks {CHALLENGE} --champion DIR [--name NAME]")
 HUB_ID = re.compile(r"[\w-][\w.-]*(/[\w.-]+)?")  # `name` or `org/name`: what a missing hf path may be
 
 
@@ -132,8 +137,29 @@ def stage_of(argv: Sequence[str]) -> str:
     return argv[0]
 
 
+def challenge_options(argv: Sequence[str]) -> dict[str, str]:
+    """`--champion DIR [--name NAME]` after `challenge`, as {"--champion": DIR, "--name": NAME}."""
+    pairs = dict(zip(argv[0::2], argv[1::2]))
+    if len(argv) % 2 or "--champion" not in pairs or set(pairs) - {"--champion", "--name"}:
+        raise ParamsError(f"{CHALLENGE} {' '.join(argv)}: {USAGE}")
+    return pairs
+
+
+def run_challenge(argv: Sequence[str]) -> str:
+    from tasks.common.promotion import decision_line
+
+    options = challenge_options(argv)
+    params = load_params()
+    result = stage_module(params.task.kind, CHALLENGE).run(params, Paths(), Path(options["--champion"]))
+    return decision_line(result["decision"], options.get("--name", "the champion"))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [CHALLENGE]:
+        with user_errors(CHALLENGE):
+            print(run_challenge(argv[1:]))
+        return
     named = argv in ([CHECK], [CHECK, INPUTS]) or (len(argv) == 1 and argv[0] in STAGES)
     with user_errors(argv[0] if named else None):
         stage = stage_of(argv)

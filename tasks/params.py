@@ -383,6 +383,17 @@ class ExportParams(Strict):
         return self
 
 
+class PromoteParams(Strict):
+    """Champion / challenger (scheduled retraining): a run's package replaces the champion only
+    on a gain on the decision set (the target test split) of the primary metric, in points:
+    macro-F1 x 100 (classification) or BLEU (translation), with the manifest's decoding."""
+
+    min_gain: float = Field(0.0, ge=0.0, le=100.0)  # the least gain that promotes
+    bootstrap: bool = True  # also require the paired-bootstrap interval of the gain to exclude 0
+    resamples: int = Field(1000, ge=100, le=100_000)  # bootstrap resamples of the test rows
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+
+
 TRANSLATION_STRATEGIES = ("full", "freeze_bottom", "freeze_encoder")
 
 
@@ -397,6 +408,7 @@ class Params(Strict):
     finetune: FinetuneParams = FinetuneParams()
     evaluate: EvaluateParams = EvaluateParams()
     export: ExportParams = ExportParams()
+    promote: PromoteParams = PromoteParams()
 
     @model_validator(mode="after")
     def _fits_the_task_kind(self) -> Params:

@@ -74,6 +74,12 @@ class Paths:
 
     # evaluate
     @property
+    def challenge_report(self) -> Path:
+        """The last champion/challenger decision (python -m tasks challenge): not a DVC output,
+        since it depends on which package is the champion, which DVC does not track."""
+        return self.root / "reports" / "challenge.json"
+
+    @property
     def metrics(self) -> Path:
         return self.root / "metrics"
 

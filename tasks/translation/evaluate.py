@@ -27,8 +27,6 @@ Writes:
 
 from __future__ import annotations
 
-import numpy as np
-from sacrebleu.metrics import BLEU
 from tqdm.auto import tqdm
 from transformers import set_seed
 
@@ -42,7 +40,7 @@ from tasks.common.significance import Scorer, curve_sentence, headline, paired_g
 from tasks.common.training import pick_device
 from tasks.params import ALL, Params
 from tasks.translation import language_tag
-from tasks.translation.metrics import bleu_tokenizer, translation_scores
+from tasks.translation.metrics import BleuStatistics, translation_scores
 from tasks.translation.model import check_translation_handoff, load_translator, new_translator, translate
 from tasks.translation.train import freeze, load_pairs, train_translator
 
@@ -281,39 +279,6 @@ def curve_hypotheses(p: Params, paths: Paths, tokenizer, splits, texts: list[str
 
 
 # ---------------------------------------------------------------- significance
-
-
-class BleuStatistics:
-    """sacrebleu's paired-bootstrap machinery for BLEU (what sacrebleu.significance does): the
-    per-sentence sufficient statistics of a system (hypothesis and reference lengths, matching
-    and total n-grams of each order), so the corpus BLEU of any resample of test rows is that of
-    its summed statistics. The references are tokenized once, each distinct output scored once
-    (a baseline no budget changes is the same output at every budget and seed)."""
-
-    def __init__(self, references: list[str], tgt_lang: str):
-        self.bleu = BLEU(tokenize=bleu_tokenizer(tgt_lang), references=[references])
-        self.count = len(references)
-        self.extracted: dict[tuple[str, ...], np.ndarray] = {}
-
-    def statistics(self, hypotheses: list[str]) -> np.ndarray:
-        """(rows, 2 + 2 * max n-gram order) integer statistics, one row per test sentence."""
-        if len(hypotheses) != self.count:
-            raise ValueError(f"BLEU statistics: {len(hypotheses)} hypotheses for {self.count} references")
-        key = tuple(hypotheses)
-        if key not in self.extracted:
-            self.extracted[key] = np.asarray(self.bleu._extract_corpus_statistics(hypotheses, None), dtype=np.int64)
-        return self.extracted[key]
-
-    def scorer(self, hypotheses: list[str]) -> Scorer:
-        """rows -> corpus BLEU of those rows (a resample may repeat a row): the statistics are
-        summed as the product of each row's count in the resample by the statistics matrix."""
-        stats = self.statistics(hypotheses)
-
-        def score(rows: np.ndarray) -> float:
-            summed = np.bincount(rows, minlength=self.count) @ stats
-            return float(self.bleu._compute_score_from_stats(summed.tolist()).score)
-
-        return score
 
 
 def budget_report(curve: dict[int, dict[str, list[list[str]]]], statistics: BleuStatistics, p: Params) -> dict:

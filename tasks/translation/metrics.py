@@ -1,13 +1,16 @@
 """Translation scores: sacrebleu corpus BLEU (with its signature, so a figure can be reproduced),
-chrF and exact match. Pure functions on lists of strings; no model, no files."""
+chrF and exact match, and BLEU's per-sentence statistics for paired bootstraps. Pure functions
+on lists of strings; no model, no files."""
 
 from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
 
 from tasks.common.errors import DataError
+from tasks.common.significance import Scorer
 
 # Languages written without spaces need their own BLEU tokenizer; sacrebleu's Japanese and
 # Korean ones need MeCab, which is optional, so they fall back to the default when it is absent.
@@ -63,3 +66,36 @@ def translation_scores(hypotheses: list[str], references: list[str], tgt_lang: s
         "exact_match": exact_match(hypotheses, references),
         "count": len(hypotheses),
     }
+
+
+class BleuStatistics:
+    """sacrebleu's paired-bootstrap machinery for BLEU (what sacrebleu.significance does): the
+    per-sentence sufficient statistics of a system (hypothesis and reference lengths, matching
+    and total n-grams of each order), so the corpus BLEU of any resample of test rows is that of
+    its summed statistics. The references are tokenized once, each distinct output scored once
+    (a baseline no budget changes is the same output at every budget and seed)."""
+
+    def __init__(self, references: list[str], tgt_lang: str):
+        self.bleu = BLEU(tokenize=bleu_tokenizer(tgt_lang), references=[references])
+        self.count = len(references)
+        self.extracted: dict[tuple[str, ...], np.ndarray] = {}
+
+    def statistics(self, hypotheses: list[str]) -> np.ndarray:
+        """(rows, 2 + 2 * max n-gram order) integer statistics, one row per test sentence."""
+        if len(hypotheses) != self.count:
+            raise ValueError(f"BLEU statistics: {len(hypotheses)} hypotheses for {self.count} references")
+        key = tuple(hypotheses)
+        if key not in self.extracted:
+            self.extracted[key] = np.asarray(self.bleu._extract_corpus_statistics(hypotheses, None), dtype=np.int64)
+        return self.extracted[key]
+
+    def scorer(self, hypotheses: list[str]) -> Scorer:
+        """rows -> corpus BLEU of those rows (a resample may repeat a row): the statistics are
+        summed as the product of each row's count in the resample by the statistics matrix."""
+        stats = self.statistics(hypotheses)
+
+        def score(rows: np.ndarray) -> float:
+            summed = np.bincount(rows, minlength=self.count) @ stats
+            return float(self.bleu._compute_score_from_stats(summed.tolist()).score)
+
+        return score
