@@ -4,6 +4,8 @@ Run it from the repository root with the project's venv (the deployment's entryp
 module `flows.pipeline`). The deployment allows one run at a time: a run due while another
 is still going is cancelled (CANCEL_NEW), so two runs never collide on DVC's repository lock;
 a run over unchanged data and params finds every stage up to date and retrains nothing.
+Each run ends with champion / challenger (flows.pipeline --release): the new package replaces
+the champion (GTO's prod, flows/release.py) only when it wins on the decision set.
 
   --print            print the deployment as JSON and exit (no Prefect server needed)
   --work-pool POOL   register the deployment with a work pool instead of serving it here;
@@ -48,6 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--name", default=DEFAULT_NAME, help=f"deployment name (default {DEFAULT_NAME})")
     parser.add_argument("--root", default=".", help="the DVC repository the runs work in (default: here)")
     parser.add_argument("--force", action="store_true", help="scheduled runs re-run every stage")
+    parser.add_argument("--no-release", dest="release", action="store_false",
+                        help="scheduled runs only retrain: no champion / challenger, nothing published")
     parser.add_argument("--work-pool", help="register with this work pool instead of serving")
     parser.add_argument("--image", help="with --work-pool: the Docker image the runs use")
     parser.add_argument("--port", type=int, default=4200, help="local Prefect server port when PREFECT_API_URL is unset")
@@ -141,7 +145,7 @@ def build(args: argparse.Namespace):
         name=args.name,
         schedules=[Cron(args.cron, timezone=args.timezone)],
         concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
-        parameters={"root": str(root), "force": args.force},
+        parameters={"root": str(root), "force": args.force, "release": args.release},
         tags=["retraining"],
         description="Scheduled retraining: every stage of dvc.yaml through dvc repro (up-to-date stages are skipped).",
         entrypoint_type=EntrypointType.MODULE_PATH,

@@ -12,6 +12,15 @@ memory, network). A user error (the stage printed a line starting with `error:`)
 refusal by DVC before the command ran (invalid dvc.yaml, missing dependency) are not
 retried: the flow fails at once with that one line.
 
+With `--release` (scheduled runs: flows/deploy.py), the run ends with champion / challenger: the
+run's package (models/onnx) against the champion, the version GTO has in `prod`
+(flows/release.py). No champion yet: the package is published as the first. The champion's own
+package (same md5 in dvc.lock): "up to date", nothing to decide. Otherwise the champion's package
+is fetched from the DVC remote, `python -m tasks challenge` scores both on the decision set, and
+only a promoted challenger is published (pushed, committed, registered, assigned prod). A stage
+that fails (the export's parity or INT8 gate included) stops the run before this step: nothing
+is published and the champion keeps serving.
+
 Exit code of `python -m flows.pipeline`: 0 when every stage ran or was up to date, 1 with one
 line `error: ...` on stderr otherwise (invalid params.yaml, or a missing input file, is reported
 before anything starts: `python -m tasks check --inputs` names the params field, where DVC would
@@ -29,6 +38,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +49,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows import release as registry
 from tasks.common.errors import ParamsError
 from tasks.params import PARAMS_FILE_ENV, DEFAULT_PARAMS_FILE, load_params
 
@@ -55,6 +66,10 @@ DATA_REPORT = ("Data (rows kept, dropped and why)", "reports/data.json")
 EXPORT_REPORT = ("Export (ONNX parity)", "metrics/export.json")
 
 RAN, UP_TO_DATE, RESTORED = "ran", "up to date", "restored from run-cache"
+
+# The kind's champion/challenger scoring (tasks/<kind>/challenge.py), run in the workspace.
+CHALLENGE_COMMAND = [sys.executable, "-m", "tasks", "challenge"]
+CHALLENGE_REPORT = "reports/challenge.json"
 
 # DVC 3.67's own words (dvc/stage/__init__.py, dvc/stage/run.py, dvc/stage/cache.py, dvc/lock.py,
 # dvc/rwlock.py). A user error is a line the stage prints (tasks.common.errors.user_errors).
@@ -353,6 +368,7 @@ def markdown_table(header: tuple[str, ...], rows: Iterable[tuple]) -> str:
 def report_markdown(root: Path, results: list[dict]) -> str:
     verdicts = [f"- {line}" for line in verdict_lines(read_json(root / "metrics/transfer.json") or {}) if line]
     parts = ["# Transfer pipeline run", "", f"Workspace `{root}`", ""]
+    parts += [f"**Release:** {line}", ""] if (line := release_line(results)) else []
     parts += ["## Does transfer help?", "", *verdicts, ""] if verdicts else []
     parts += ["## Stages", "",
              markdown_table(("stage", "status", "seconds", "attempts"),
@@ -375,10 +391,17 @@ def verdict_lines(transfer: dict) -> list[str]:
     return ["", *said] if said else []
 
 
+def release_line(results: list[dict]) -> str | None:
+    """The champion / challenger decision of a --release run, if it had one."""
+    return next((r["line"] for r in results if r["stage"] == "release"), None)
+
+
 def summary_text(root: Path, results: list[dict], max_rows: int = 30) -> str:
-    """A short plain-text table for stdout: the stages, then the headline metrics."""
+    """A short plain-text table for stdout: the release decision, the stages, the headline metrics."""
     width = max([len("stage")] + [len(r["stage"]) for r in results])
-    lines = [f"{'stage':<{width}}  {'status':<23}  {'seconds':>8}  attempts"]
+    decided = release_line(results)
+    lines = [f"release: {decided}", ""] if decided else []
+    lines += [f"{'stage':<{width}}  {'status':<23}  {'seconds':>8}  attempts"]
     lines += [f"{r['stage']:<{width}}  {r['status']:<23}  {r['seconds']:>8.1f}  {r['attempts']}" for r in results]
     lines += verdict_lines(read_json(root / "metrics/transfer.json") or {})
     rows = [(rel, *row) for _, rel in METRIC_FILES for row in rows_of(read_json(root / rel) or {})]
@@ -393,12 +416,57 @@ def summary_text(root: Path, results: list[dict], max_rows: int = 30) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------- champion / challenger
+
+
+def run_challenge(root: Path, package: Path, name: str) -> str:
+    """`python -m tasks challenge` against the champion's package: its one decision line."""
+    command = [*CHALLENGE_COMMAND, "--champion", str(package), "--name", name]
+    done = subprocess.run(command, cwd=root, env=child_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    said = [line for line in (done.stderr if done.returncode else done.stdout).splitlines() if line.strip()]
+    if done.returncode:
+        errors = [line for line in said if _USER_ERROR.match(line)]
+        raise PipelineFailure((errors or said or [f"challenge: exit code {done.returncode}"])[-1].removeprefix("error: "))
+    return said[-1] if said else f"challenge against {name}: no decision printed"
+
+
+def decide_and_publish(root: Path) -> dict:
+    """The run's package against GTO's prod; published (and prod) when promoted or first."""
+    current = registry.check_ready(root)["md5"]  # also: git can commit and tag, before any work
+    champion = registry.champion(root)
+    if champion is None:
+        version = registry.publish(root, "first release: no champion yet")
+        return {"published": version, "champion": version, "line": f"no champion yet: published {version} as prod"}
+    if champion.package_md5 == current:
+        return {"published": None, "champion": champion.version,
+                "line": f"up to date: this run's package is champion {champion.version}'s, kept"}
+    with tempfile.TemporaryDirectory(prefix="champion-") as scratch:
+        _, package = registry.fetch(root, champion.version, Path(scratch) / "package")
+        line = run_challenge(root, package, champion.version)
+    decision = (read_json(root / CHALLENGE_REPORT) or {}).get("decision") or {}
+    if not decision.get("promote"):
+        return {"published": None, "champion": champion.version, "line": line, "decision": decision}
+    version = registry.publish(root, line)
+    return {"published": version, "champion": version, "line": f"{line}; published {version} as prod", "decision": decision}
+
+
+@task(name="champion-challenger", cache_policy=NO_CACHE)
+def release_step(root: str) -> dict:
+    try:
+        outcome = decide_and_publish(Path(root))
+    except registry.ReleaseError as err:
+        raise PipelineFailure(f"release: {err}") from None
+    get_run_logger().info(outcome["line"])
+    return outcome
+
+
 # ----------------------------------------------------------------- the flow
 
 
 @flow(name="transfer-pipeline", description="Every stage of dvc.yaml, in DAG order, through dvc repro.")
-def pipeline(root: str = ".", force: bool = False) -> list[dict]:
-    """Run each stage of the DVC pipeline at `root` (`force`: re-run even if up to date)."""
+def pipeline(root: str = ".", force: bool = False, release: bool = False) -> list[dict]:
+    """Run each stage of the DVC pipeline at `root` (`force`: re-run even if up to date;
+    `release`: then champion / challenger, and publish a promoted package)."""
     log = get_run_logger()
     workspace = Path(root).resolve()
     check_params(workspace)
@@ -406,6 +474,9 @@ def pipeline(root: str = ".", force: bool = False) -> list[dict]:
     stages = stage_order(workspace)
     log.info("stages from dvc.yaml: %s", " -> ".join(stages))
     results = [run_stage(str(workspace), stage, force) for stage in stages]
+    if release:
+        results.append({"stage": "release", "status": "decided", "seconds": 0.0, "attempts": 1,
+                        **release_step(str(workspace))})
     create_markdown_artifact(
         key=ARTIFACT_KEY, markdown=report_markdown(workspace, results),
         description=f"Stages and metrics of the transfer pipeline at {workspace}",
@@ -434,12 +505,14 @@ def cli(argv: list[str] | None = None) -> tuple[int, str]:
     parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.split("\n")[0])
     parser.add_argument("--root", default=".", help="the DVC repository (default: the current directory)")
     parser.add_argument("--force", action="store_true", help="re-run every stage even if up to date")
+    parser.add_argument("--release", action="store_true",
+                        help="then score the package against the champion (GTO's prod) and publish it if promoted")
     args = parser.parse_args(argv)
     root = Path(args.root).resolve()
     try:
         check_params(root)  # before Prefect starts anything
         check_inputs(root)
-        results = pipeline(root=str(root), force=args.force)
+        results = pipeline(root=str(root), force=args.force, release=args.release)
     except PipelineFailure as err:
         return 1, f"error: {err}"
     return 0, summary_text(root, results)

@@ -42,7 +42,7 @@ def test_default_is_nightly_one_run_at_a_time(capsys, root: Path):
     assert spec["schedule"] == {"cron": "0 3 * * *", "timezone": "UTC"}
     assert spec["concurrency_limit"] == 1 and spec["collision_strategy"] == "CANCEL_NEW"
     assert spec["flow"] == "transfer-pipeline" and spec["entrypoint"] == "flows.pipeline.pipeline"
-    assert spec["parameters"] == {"root": str(root.resolve()), "force": False}
+    assert spec["parameters"] == {"root": str(root.resolve()), "force": False, "release": True}
     runs = [datetime.fromisoformat(run) for run in spec["next_runs"]]
     assert len(runs) == 3 and runs == sorted(runs)
     assert all((run.hour, run.minute, run.utcoffset().total_seconds()) == (3, 0, 0) for run in runs)
