@@ -45,9 +45,14 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Iterable, Iterator
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
+# The flow's own Prefect defaults, before Prefect reads its settings, so a run outside `make`
+# behaves like one under it: no analytics (offline, the telemetry call logs an ERROR).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from flows import release as registry
 from tasks.common.errors import ParamsError

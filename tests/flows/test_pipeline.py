@@ -140,6 +140,17 @@ def test_bad_params_exit_1_with_one_line_before_any_stage(project: Path, control
     assert not (project / "dvc.lock").exists() and not list(control.iterdir()), "no stage may start"
 
 
+def test_a_run_outside_make_logs_no_error(project: Path, tmp_path: Path):
+    """Without the Makefile's environment (no PREFECT_SERVER_ANALYTICS_ENABLED, no DO_NOT_TRACK)
+    the flow's own defaults apply: Prefect's offline telemetry call used to log an ERROR."""
+    bare = {k: v for k, v in env().items() if k not in ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")}
+    bare.update(PYTHONPATH=str(REPO), PREFECT_HOME=str(tmp_path / "prefect-home"))
+    done = subprocess.run([sys.executable, "-m", "flows.pipeline", "--root", str(project)],
+                          env=bare, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "ERROR" not in done.stdout + done.stderr and "Traceback" not in done.stdout + done.stderr
+
+
 def test_classify_failure_texts(tmp_path: Path):
     from dvc.lock import FAILED_TO_LOCK_MESSAGE  # DVC's own words for a held repository lock
 
