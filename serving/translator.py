@@ -45,7 +45,8 @@ ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 DECODER_WITH_PAST_FILE = "decoder_with_past.onnx"
 GRAPH_FILES = (ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE)
-NEG = np.float32(-1.0e9)  # transformers' "never pick this beam" offset, in float32 like it
+NEG = np.float32(-1.0e9)
+SMALL_ROW = 256  # top_k: rows this narrow are sorted outright  # transformers' "never pick this beam" offset, in float32 like it
 
 
 def self_names(prefix: str, layers: int) -> list[str]:
@@ -87,25 +88,25 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Like torch.topk along the last axis of a 2-D array: the k largest, best first, ties by lower
-    index. A partition finds them in one linear pass (a full sort of batch x beams x vocab
-    scores was most of a beam step); rows with a tie at the k-th value are sorted in full."""
-    if k >= scores.shape[-1]:
-        index = np.argsort(-scores, axis=-1, kind="stable")[..., :k]
-        return np.take_along_axis(scores, index, axis=-1), index
-    index = np.sort(np.argpartition(-scores, k - 1, axis=-1)[..., :k], axis=-1)
-    kth = np.take_along_axis(scores, index, axis=-1).min(axis=-1, keepdims=True)
+    index. On a wide row (batch x beams x vocab scores) a partition finds them in one linear pass
+    (a full sort was most of a beam step); rows with a tie at the k-th value are sorted in full,
+    and so are narrow rows (the 2 x beams candidates), where a sort is the cheaper call."""
+    rows = np.arange(scores.shape[0])[:, None]
+    if scores.shape[-1] <= max(4 * k, SMALL_ROW):
+        index = np.argsort(-scores, axis=-1, kind="stable")[:, :k]
+        return scores[rows, index], index
+    index = np.sort(np.argpartition(-scores, k - 1, axis=-1)[:, :k], axis=-1)
+    kth = scores[rows, index].min(axis=-1, keepdims=True)
     tied = (scores >= kth).sum(axis=-1) > k  # more candidates than places: lower index wins
     if tied.any():
-        index[tied] = np.argsort(-scores[tied], axis=-1, kind="stable")[..., :k]
-    order = np.argsort(-np.take_along_axis(scores, index, axis=-1), axis=-1, kind="stable")
-    index = np.take_along_axis(index, order, axis=-1)
-    return np.take_along_axis(scores, index, axis=-1), index
+        index[tied] = np.argsort(-scores[tied], axis=-1, kind="stable")[:, :k]
+    index = index[rows, np.argsort(-scores[rows, index], axis=-1, kind="stable")]
+    return scores[rows, index], index
 
 
 def gather_beams(tensor: np.ndarray, index: np.ndarray) -> np.ndarray:
     """tensor (batch, beams, ...) picked along beams by index (batch, k)."""
-    shaped = index.reshape(index.shape + (1,) * (tensor.ndim - 2))
-    return np.take_along_axis(tensor, shaped, axis=1)
+    return tensor[np.arange(index.shape[0])[:, None], index]
 
 
 @dataclass

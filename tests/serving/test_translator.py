@@ -242,17 +242,21 @@ def test_defaults_decode_as_the_evaluate_stage_and_an_argument_overrides_one_set
 
 
 def test_top_k_matches_a_full_stable_sort_with_ties():
+    """Wide rows take the partition path (with and without a tie at the k-th value), narrow
+    rows the sort; all give torch.topk's order: best first, ties by lower index."""
     import numpy as np
 
     from serving.translator import top_k
 
     rng = np.random.default_rng(0)
-    scores = rng.integers(0, 6, size=(64, 40)).astype(np.float32)  # many ties, some at the k-th place
-    scores[::7, 5:] = -np.inf
-    for k in (1, 3, 8, 40):
-        values, index = top_k(scores, k)
-        expected = np.argsort(-scores, axis=-1, kind="stable")[:, :k]
-        assert (index == expected).all() and (values == np.take_along_axis(scores, expected, axis=-1)).all()
+    tied = rng.integers(0, 6, size=(32, 600)).astype(np.float32)  # ties everywhere, at the k-th place too
+    tied[::7, 5:] = -np.inf
+    distinct = rng.standard_normal((32, 600)).astype(np.float32)
+    for scores in (tied, distinct, tied[:, :40]):
+        for k in (1, 3, 8, 40):
+            values, index = top_k(scores, k)
+            expected = np.argsort(-scores, axis=-1, kind="stable")[:, :k]
+            assert (index == expected).all() and (values == np.take_along_axis(scores, expected, axis=-1)).all()
 
 
 def test_batching_does_not_change_the_ids(translator):
