@@ -14,7 +14,9 @@ HTTP mode (--port N): a FastAPI server (serving/http.py): POST /v1/classify, POS
 GET /health, /ready, /metadata, /metrics; concurrent requests are batched dynamically
 (--max-batch-size, --max-delay-ms); --max-texts and --max-chars bound a request. SIGTERM or
 SIGINT: in-flight requests finish, exit code 0. An address that cannot be bound (a port in
-use): one line on stderr, exit code 1.
+use): one line on stderr, exit code 1. --follow DIR serves the package DIR/current links to and
+swaps in a new one, between model calls, when the link moves (flows.release sync writes it);
+every answer carries "model_version".
 
 Both modes: --precision auto|fp32|int8 picks the graphs (auto: the manifest's serve_precision),
 --threads N the intra-op threads per graph.
@@ -125,6 +127,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                       help="the longest a text waits for others to share its model call (default: 5)")
     http.add_argument("--max-texts", type=positive(int), default=64, help="texts per request (default: 64)")
     http.add_argument("--max-chars", type=positive(int), default=2000, help="characters per text (default: 2000)")
+    http.add_argument("--follow", metavar="DIR", default=None,
+                      help="serve the package DIR/current points at and swap in a new one when the link moves "
+                           "(python -m flows.release sync --into DIR keeps it on the registry's prod); PACKAGE is then ignored")
+    http.add_argument("--follow-interval", type=positive(float), default=5.0,
+                      help="seconds between two looks at DIR/current (default: 5)")
     http.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                       help="uvicorn's log level (default: info)")
     http.add_argument("--no-access-log", action="store_true", help="no log line per request")
@@ -218,8 +225,14 @@ def translate(package: str, args: argparse.Namespace) -> None:
 
 
 def serve_http(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from serving.package import read_manifest, serve_precision
 
+    if args.follow is not None:
+        from serving.http import followed_package
+
+        args.package = str(followed_package(Path(args.follow)))
     task = package_task(args.package)
     # Before listening: fields, digest, every file's hash, and the graphs --precision needs.
     manifest = read_manifest(args.package, task, verify=True)
@@ -229,7 +242,8 @@ def serve_http(args: argparse.Namespace) -> int:
     settings = Settings(max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms, max_texts=args.max_texts,
                         max_chars=args.max_chars, threads=args.threads, precision=args.precision)
     return run_server(args.package, task, args.host, args.port, settings, log_level=args.log_level,
-                      access_log=not args.no_access_log)
+                      access_log=not args.no_access_log, follow=Path(args.follow) if args.follow else None,
+                      follow_interval=args.follow_interval)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -15,6 +15,19 @@ texts or longer texts than the limits, 422 for a body that is not what the endpo
 500 when a model call fails (only the requests in that call), 503 while loading or draining;
 no traceback is ever sent.
 
+Every answer names the model that computed it: {"results": [...], "model_version": "v2.0.0"}
+(the package folder's name when following a registry, else "sha256:" + the manifest digest's
+first 12 hex digits).
+
+Hot swap (--follow DIR): DIR/current is a symlink to a complete package folder, DIR/<version>/,
+replaced atomically when the champion changes (`python -m flows.release sync --into DIR`, which
+has DVC and GTO; this server has neither). Every --follow-interval seconds the server resolves
+the link; a new target is loaded and verified in a thread of its own while the old model keeps
+answering, then swapped in between two model calls: no request is dropped or failed, each
+answer is wholly the old model's or the new one's (a request split over calls that straddle the
+swap names both). A target that fails to load is logged in one line and not retried until the
+link moves again; the old model keeps serving.
+
 Startup: the manifest's fields, digest and every file's hash are checked before the server
 listens (a bad package, or an address it cannot listen on: one line on stderr, exit code 1);
 the onnxruntime sessions are then
@@ -56,6 +69,7 @@ ENDPOINTS = {"classification": "/v1/classify", "translation": "/v1/translate"}
 KNOWN_PATHS = frozenset({*ENDPOINTS.values(), "/health", "/ready", "/metadata", "/metrics"})
 MAX_BEAMS = 16  # a request's num_beams; beams multiply a call's work
 MODEL_OPTIONS = ("threads", "precision")  # the Settings fields that are not request limits
+FOLLOW_LINK = "current"  # --follow DIR: DIR/current -> DIR/<version>/ (flows.release sync)
 
 
 @dataclass(frozen=True)
@@ -173,6 +187,26 @@ def translate_fn(model) -> Callable[[list[str], Hashable], list[dict]]:
     return run
 
 
+def tagged(run: Callable[[list[str], Hashable], list[dict]], version: str) -> Callable[[list[str], Hashable], list]:
+    """The model call with each result paired with the version that computed it."""
+    return lambda texts, key: [(version, result) for result in run(texts, key)]
+
+
+def followed_package(follow: Path) -> Path:
+    """The package folder DIR/current points at."""
+    link = follow / FOLLOW_LINK
+    target = link.resolve()
+    if not target.is_dir():
+        raise PackageError(f"{link} does not point at a package folder (python -m flows.release sync --into {follow})")
+    return target
+
+
+def version_of(model, package: Path, following: bool) -> str:
+    if following:
+        return package.name
+    return "sha256:" + str(model.manifest.get("manifest_sha256") or "")[:12]
+
+
 def sessions(model) -> list:
     names = ("session", "encoder", "decoder", "decoder_with_past")
     return [getattr(model, name) for name in names if getattr(model, name, None) is not None]
@@ -221,9 +255,13 @@ class ServerState:
     """What one app instance serves: the model once loaded, its batcher, its metrics."""
 
     def __init__(self, package: Path, task: str, settings: Settings, loader: Callable[[], Any],
-                 on_load_error: Optional[Callable[[str], None]] = None):
+                 on_load_error: Optional[Callable[[str], None]] = None,
+                 follow: Optional[Path] = None, follow_interval: float = 5.0):
         self.package, self.task, self.settings, self.loader = package, task, settings, loader
         self.on_load_error = on_load_error
+        self.follow, self.follow_interval = follow, follow_interval
+        self.version = ""
+        self.refused: Optional[Path] = None  # a followed target that failed to load
         self.metrics = ServerMetrics()
         self.model: Any = None
         self.info: Optional[dict] = None
@@ -247,10 +285,9 @@ class ServerState:
     async def load(self) -> None:
         try:
             model = await asyncio.get_running_loop().run_in_executor(self.executor, self.loader)
-            self.info = describe_model(model, self.package, self.task, self.settings)
-            run = translate_fn(model) if self.task == "translation" else classify_fn(model)
+            run = self.adopt(model, self.package)
         except Exception as err:  # PackageError, onnxruntime's own errors: one line, the server stops
-            self.load_error = str(err).splitlines()[0] if isinstance(err, PackageError) else one_line(err)
+            self.load_error = load_failure(err)
             if self.on_load_error is not None:
                 self.on_load_error(self.load_error)
             return
@@ -263,6 +300,44 @@ class ServerState:
         self.model, self.batcher = model, batcher
         logger.info("Model ready: %s package %s (%s, %s)", self.task, self.package,
                     ", ".join(self.info["providers"]), self.info["precision"])
+
+    def adopt(self, model, package: Path) -> Callable[[list[str], Hashable], list]:
+        """Describe `model` as the one served; its call, results tagged with its version."""
+        version = version_of(model, package, self.follow is not None)
+        info = describe_model(model, package, self.task, self.settings)
+        info["model_version"] = version
+        if self.follow is not None:
+            info["follow"] = str(self.follow)
+        run = translate_fn(model) if self.task == "translation" else classify_fn(model)
+        self.info, self.package, self.version = info, package, version
+        return tagged(run, version)
+
+    async def follow_registry(self) -> None:
+        """--follow: swap in the package DIR/current points at whenever it moves."""
+        while not self.draining:
+            await asyncio.sleep(self.follow_interval)
+            try:
+                target = followed_package(self.follow)
+            except PackageError as err:
+                logger.warning("Follow: %s; still serving %s", err, self.version)
+                continue
+            if target in (self.package, self.refused) or self.batcher is None:
+                continue
+            await self.swap_to(target)
+
+    async def swap_to(self, target: Path) -> None:
+        """Load `target` in a thread of its own (the old model keeps answering), then hand the
+        batcher the new call: the next model call is the new model's, none is interrupted."""
+        try:
+            model = await asyncio.to_thread(load_model, target, self.task, self.settings)
+        except Exception as err:
+            self.refused = target
+            logger.warning("Follow: %s failed to load, still serving %s: %s", target, self.version, load_failure(err))
+            return
+        old, self.model = self.version, model
+        self.batcher.model = self.adopt(model, target)
+        self.refused = None
+        logger.info("Follow: swapped %s -> %s (%s)", old, self.version, target)
 
     def begin_drain(self) -> None:
         """SIGTERM/SIGINT: /ready turns 503 and queued texts stop waiting for company."""
@@ -280,12 +355,14 @@ class ServerState:
         if self.batcher is None:
             return self.not_ready()
         try:
-            results = await self.batcher.submit(texts, key)
+            tagged_results = await self.batcher.submit(texts, key)
         except BatcherClosed:
             return error(503, "the server is shutting down")
         except BatchError as err:
             return error(500, f"the model call failed: {err}")
-        return JSONResponse({"results": results})
+        versions = sorted({version for version, _ in tagged_results})
+        return JSONResponse({"results": [result for _, result in tagged_results],
+                             "model_version": versions[0] if len(versions) == 1 else versions})
 
 
 class BodyLimit:
@@ -336,23 +413,29 @@ def create_app(
     settings: Settings = Settings(),
     loader: Optional[Callable[[], Any]] = None,
     on_load_error: Optional[Callable[[str], None]] = None,
+    follow: Optional[Path] = None,
+    follow_interval: float = 5.0,
 ) -> FastAPI:
     """The app for a `task` package. `loader()` builds the model (default: load_model with
-    hash checks); it runs in the model's worker thread once the app starts."""
+    hash checks); it runs in the model's worker thread once the app starts. `follow`: the
+    folder whose `current` link the server follows (hot swap), `package` being its target now."""
     package = Path(package)
     if loader is None:
         loader = lambda: load_model(package, task, settings)
-    state = ServerState(package, task, settings, loader, on_load_error)
+    state = ServerState(package, task, settings, loader, on_load_error, follow, follow_interval)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state.loop = asyncio.get_running_loop()
         state.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         loading = asyncio.create_task(state.load())
+        following = asyncio.create_task(state.follow_registry()) if follow is not None else None
         try:
             yield
         finally:
             state.draining = True
+            if following is not None:
+                following.cancel()
             if not loading.done():
                 loading.cancel()
             if state.batcher is not None:
@@ -449,6 +532,10 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def load_failure(err: Exception) -> str:
+    return str(err).splitlines()[0] if isinstance(err, PackageError) else one_line(err)
+
+
 def report(message: str) -> None:
     print(f"error: serve: {message}", file=sys.stderr, flush=True)
 
@@ -462,6 +549,8 @@ def run_server(
     log_level: str = "info",
     access_log: bool = True,
     graceful_timeout: Optional[float] = 30.0,
+    follow: Optional[Path] = None,
+    follow_interval: float = 5.0,
 ) -> int:
     """Serve until SIGTERM/SIGINT; the exit code (1 when the address cannot be bound or the
     model failed to load). The package's hashes are expected to be checked already (the model
@@ -471,7 +560,8 @@ def run_server(
     except ListenError as err:
         report(str(err))
         return 1
-    app = create_app(package, task, settings, loader=lambda: load_model(package, task, settings, verify=False))
+    app = create_app(package, task, settings, loader=lambda: load_model(package, task, settings, verify=False),
+                     follow=follow, follow_interval=follow_interval)
     state: ServerState = app.state.server
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
                             timeout_graceful_shutdown=graceful_timeout, lifespan="on")

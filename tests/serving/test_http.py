@@ -10,6 +10,8 @@ limits, /metrics, a bounded load test, and a graceful shutdown under SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import signal
 import socket
 import statistics
@@ -493,6 +495,60 @@ def test_load_32_clients_get_every_answer_and_requests_are_batched(classify_serv
           f"({len(rows) / calls:.1f} requests per call), {singles:.0f} of them with a single request")
     assert calls < len(rows), "concurrent requests must share model calls"
     assert singles < calls, "some model call must have held more than one request's texts"
+
+
+def point(follow: Path, version: str) -> None:
+    """What flows.release sync does: DIR/current replaced atomically by a link to `version`."""
+    temporary = follow / f".current.{version}"
+    temporary.symlink_to(version)
+    os.replace(temporary, follow / "current")
+
+
+def test_follow_swaps_the_model_under_load_with_no_error_and_refuses_a_broken_one(
+    classification_package, classification_texts, tmp_path
+):
+    """--follow DIR: 8 clients keep sending while DIR/current moves v1 -> v2: every request is
+    answered, each by v1 or v2, v2 after the swap; a package that fails its hash check is
+    refused in one log line and v2 keeps serving."""
+    follow = tmp_path / "registry"
+    for version in ("v1.0.0", "v2.0.0", "v3.0.0"):
+        shutil.copytree(classification_package, follow / version)
+    with (follow / "v3.0.0" / "model.onnx").open("ab") as handle:
+        handle.write(b"tampered")
+    point(follow, "v1.0.0")
+    server = Running(tmp_path / "ignored", tmp_path / "follow.log",
+                     ["--no-access-log", "--follow", str(follow), "--follow-interval", "0.2"])
+    try:
+        server.wait_ready()
+        assert httpx.get(f"{server.url}/metadata").json()["model_version"] == "v1.0.0"
+
+        async def client_loop(client: httpx.AsyncClient, number: int) -> list[tuple[int, str]]:
+            out = []
+            for i in range(40):
+                response = await client.post("/v1/classify", json={"texts": [classification_texts[(number + i) % 20]]})
+                out.append((response.status_code, response.json().get("model_version", response.text)))
+                if number == 0 and i == 10:
+                    point(follow, "v2.0.0")
+            return out
+
+        async def load():
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+                return await asyncio.gather(*(client_loop(client, n) for n in range(8)))
+
+        answers = [row for rows in asyncio.run(load()) for row in rows]
+        assert [row for row in answers if row[0] != 200] == []
+        assert {version for _, version in answers} == {"v1.0.0", "v2.0.0"}
+        assert [version for _, version in asyncio.run(load())[0]][-1] == "v2.0.0"
+        point(follow, "v3.0.0")
+        time.sleep(1.5)
+        assert post(server, "/v1/classify", {"texts": ["great"]}).json()["model_version"] == "v2.0.0"
+        assert httpx.get(f"{server.url}/metadata").json()["model_version"] == "v2.0.0"
+    finally:
+        server.stop()
+    log = server.output()
+    assert "Follow: swapped v1.0.0 -> v2.0.0" in log
+    refused = [line for line in log.splitlines() if "v3.0.0 failed to load, still serving v2.0.0" in line]
+    assert len(refused) == 1 and "Traceback" not in log, log
 
 
 def test_a_bad_package_at_startup_is_one_line_and_exit_1(classification_package, package_copy):
