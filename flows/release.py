@@ -1,4 +1,4 @@
-"""Model registry: `python -m flows.release {publish,list,champion,rollback,fetch} [--root DIR]`.
+"""Model registry: `python -m flows.release {publish,list,champion,rollback,fetch,sync} [--root DIR]`.
 
 A release is built from DVC's and GTO's own records, nothing of ours:
 - the package `models/onnx` (the `export` stage's output, declared as the artifact `onnx-model`
@@ -36,19 +36,39 @@ config from its commit, where a relative path would resolve against the commit's
 `list` reads each version's metrics with `git show <commit>:metrics/<file>.json`: evaluate and
 export write them with `cache: false`, committed by the release commit itself, so the figures are
 the ones of that exact package, with no copy of ours that could drift from them.
+
+`sync --into DIR` keeps a local folder following prod, for a server that has neither DVC nor GTO
+(serving/ watches it and loads a new package when `current` moves). The contract it relies on:
+- `DIR/current` is a relative symlink to `DIR/<version>/`, the package of the version in prod
+  when sync last ran (`--every SECONDS` runs it forever; a failed round is retried the next);
+- a `DIR/<version>` folder is complete and checked, or absent: fetch fills a hidden work folder
+  and renames it into place, and pruning renames a folder aside (hidden) before removing it, so a
+  half download or a half removal never carries a version's name;
+- `current` moves by one atomic rename: a new link under a temp name in DIR, `os.replace`d over
+  the old one, so a reader finds the old target or the new one, never none and never half a link;
+- the `--keep` folders most recently current stay (default 2: current and the one before it), so
+  a reader that resolved `current` just before it moved still finds its folder; the folder
+  `current` names is never removed. A reader resolves `current` once (os.path.realpath) and reads
+  every file of one load from that folder, so it never mixes two packages.
+One sync runs at a time per DIR (a lock on DIR/.sync.lock); the next removes the hidden leftovers
+(`.v1.2.3.*`, `.current.*`) of one that was killed.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -63,6 +83,10 @@ DEFAULT_REMOTE_DIR = Path(".dvc") / "release-remote"
 METRIC_FILES = ("metrics/transfer.json", "metrics/export.json")
 MANIFEST = "manifest.json"
 VERSION_TAG = re.compile(rf"^{re.escape(ARTIFACT)}@(?P<version>v\d+\.\d+\.\d+)$")  # a registration, not `...!` (its undoing)
+CURRENT = "current"  # sync's symlink in its folder: DIR/current -> <version>
+SYNC_LOCK = ".sync.lock"
+VERSION_DIR = re.compile(r"^v\d+\.\d+\.\d+$")
+SCRATCH = re.compile(r"^\.(v\d+\.\d+\.\d+|current)\.")  # fetch's work folders, temp links, folders pruned aside
 
 
 class ReleaseError(PipelineError):
@@ -461,6 +485,135 @@ def check_package(package: Path, version: str, record: dict) -> None:
         raise ReleaseError(f"{version}: fetched {files} files, dvc.lock records {record['nfiles']}")
 
 
+# ----------------------------------------------------------------- sync: a local folder that follows prod
+
+
+def sync(root: Path, into: Path, remote: str | None = None, keep: int = 2) -> str:
+    """Make `into/current` name the prod version's package, fetched when `into` lacks it, and keep
+    the `keep` most recently current version folders (the module docstring has the contract)."""
+    return sync_once(root, into, remote, keep)[0]
+
+
+def sync_once(root: Path, into: Path, remote: str | None = None, keep: int = 2) -> tuple[str, bool]:
+    """sync(); also says whether `current` moved."""
+    if keep < 1:
+        raise ReleaseError(f"--keep {keep}: keep at least 1 version folder (the current one)")
+    root, into = check_workspace(root), Path(into).resolve()
+    best = champion_version(root)
+    if best is None:
+        raise ReleaseError(f"no version of {ARTIFACT} is in {STAGE}: nothing to sync")
+    try:
+        into.mkdir(parents=True, exist_ok=True)
+        with sync_lock(into):
+            clear_scratch(into)
+            if not (into / best).exists():
+                fetch(root, best, into / best, remote)
+            check_complete(into / best)
+            moved = point_current(into, best)
+            prune(into, keep)
+    except OSError as err:  # a folder we cannot write or read: the user's to fix, one line
+        raise ReleaseError(f"sync into {into}: {err}") from err
+    return best, moved
+
+
+@contextmanager
+def sync_lock(into: Path) -> Iterator[None]:
+    """One sync per folder: two would fetch the same version at once and prune under each other."""
+    with open(into / SYNC_LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ReleaseError(f"{into}: another sync is running (it holds {SYNC_LOCK})") from None
+        yield  # the lock goes with the file's closing, or with the process if it is killed
+
+
+def clear_scratch(into: Path) -> None:
+    """What a killed sync left: a fetch's work folder, a temp link, a folder renamed aside to go."""
+    for path in into.iterdir():
+        if not SCRATCH.match(path.name):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def check_complete(folder: Path) -> None:
+    """Only fetch puts a version's folder in place, whole; anything else there is not ours to serve."""
+    if not (folder / MANIFEST).is_file():
+        raise ReleaseError(f"{folder}: has no {MANIFEST}, so sync did not fetch it; remove it and sync again")
+
+
+def current_target(into: Path) -> str | None:
+    """What `into/current` points at (as written in the link), None before the first sync."""
+    link = into / CURRENT
+    if link.is_symlink():
+        return os.readlink(link)
+    if link.exists():
+        raise ReleaseError(f"{link}: not a symlink; sync keeps it a link to a version folder, remove it")
+    return None
+
+
+def point_current(into: Path, version: str) -> bool:
+    """Point `into/current` at `version` unless it does already; True when it moved. A new link
+    under a temp name, renamed over the old: rename is atomic, a reader never finds no link."""
+    if current_target(into) == version:
+        return False
+    os.utime(into / version)  # its mtime now says when it became current: what prune keeps by
+    temp = into / f".{CURRENT}.{secrets.token_hex(6)}"
+    os.symlink(version, temp)  # relative: the folder stays valid when mounted or moved elsewhere
+    try:
+        os.replace(temp, into / CURRENT)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return True
+
+
+def prune(into: Path, keep: int) -> list[str]:
+    """Remove version folders beyond the `keep` most recently current (current counts and is never
+    removed). Each is renamed aside first, so a half-removed folder never keeps a version's name."""
+    current = (into / CURRENT).resolve()
+    folders = [p for p in into.iterdir() if VERSION_DIR.match(p.name) and p.is_dir() and not p.is_symlink()]
+    others = sorted((p for p in folders if p.resolve() != current), key=recency, reverse=True)
+    removed = []
+    for old in others[keep - 1:]:
+        aside = into / f".{old.name}.pruned-{secrets.token_hex(6)}"
+        old.rename(aside)
+        shutil.rmtree(aside, ignore_errors=True)  # what is left is scratch, removed by the next sync
+        removed.append(old.name)
+    return removed
+
+
+def recency(folder: Path) -> tuple[int, tuple[int, ...]]:
+    """When the folder last became current (point_current sets its mtime); the version breaks ties."""
+    return folder.stat().st_mtime_ns, semver(folder.name)
+
+
+def sync_line(version: str, moved: bool) -> str:
+    return f"{CURRENT} -> {version}" if moved else f"{CURRENT} is {version} (unchanged)"
+
+
+def follow(root: Path, into: Path, remote: str | None, keep: int, every: float) -> None:
+    """`sync --every`: a line when `current` moves (and one for the first round). A failed round
+    is one line on stderr and the next one retries: a remote or git server that is briefly away
+    must not stop the folder from following prod. Ctrl-C ends it."""
+    check_workspace(root)  # a wrong --root is a mistake to fix, not a failure to retry
+    first = True
+    try:
+        while True:
+            try:
+                version, moved = sync_once(root, into, remote, keep)
+                if moved or first:
+                    print(sync_line(version, moved), flush=True)
+                first = False
+            except PipelineError as err:
+                print(f"error: release: {err}", file=sys.stderr, flush=True)
+            time.sleep(every)
+    except KeyboardInterrupt:
+        return
+
+
 # ----------------------------------------------------------------- the command line
 
 
@@ -511,7 +664,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     get.add_argument("ref", help="prod, a version (v2.0.0) or a major version (v2)")
     get.add_argument("--out", type=Path, required=True, help="a new folder for the package")
     get.add_argument("--remote", help="a configured DVC remote (default: release, or DVC's default)")
+    syncing = commands.add_parser("sync", parents=[common], help="point DIR/current at the prod version's package, fetched")
+    syncing.add_argument("--into", type=Path, required=True, help="the folder a server watches (DIR/current, DIR/<version>/)")
+    syncing.add_argument("--remote", help="a configured DVC remote (default: release, or DVC's default)")
+    syncing.add_argument("--every", type=positive(float), metavar="SECONDS", help="sync every SECONDS, until stopped")
+    syncing.add_argument("--keep", type=positive(int), default=2, metavar="N",
+                         help="version folders kept, current included (default 2: current and the one before)")
     return parser.parse_args(argv)
+
+
+def positive(kind: type) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not 0 < value < float("inf"):  # not nan either: time.sleep refuses both
+            raise argparse.ArgumentTypeError(f"{text!r}: not a positive {kind.__name__}")
+        return value
+    return parse
 
 
 def execute(args: argparse.Namespace) -> str:
@@ -530,6 +701,8 @@ def execute(args: argparse.Namespace) -> str:
     if args.command == "rollback":
         before, now = rollback(args.root)
         return f"{STAGE}: {before} -> {now}"
+    if args.command == "sync":
+        return sync_line(*sync_once(args.root, args.into, args.remote, args.keep))
     version, out = fetch(args.root, args.ref, args.out, args.remote)
     return f"fetched {ARTIFACT} {version} into {out}"
 
@@ -537,7 +710,10 @@ def execute(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with user_errors("release"):
-        print(execute(args))
+        if args.command == "sync" and args.every is not None:
+            follow(args.root, args.into, args.remote, args.keep, args.every)
+        else:
+            print(execute(args))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import pytest
 
 import flows.pipeline as fp
 import flows.release as release
-from tests.flows.test_release import MAKE_PACKAGE, make_workspace, sh
+from tests.flows.test_release import DVC_YAML, MAKE_PACKAGE, make_workspace, sh
 
 # The fake challenge: checks it got the champion's package, then decides as $FAKE_DECISION says.
 CHALLENGE = """\
@@ -30,27 +30,10 @@ pathlib.Path("reports/challenge.json").write_text(json.dumps({"decision": decisi
 print(("promoted the challenger over " if promote else "kept ") + name + f": gain {decision['gain']:+.2f} macro-F1")
 """
 
-DVC_YAML = f"""\
-stages:
-  export:
-    cmd: {sys.executable} make_package.py
-    deps: [input.txt, make_package.py]
-    outs: [models/onnx]
-    metrics:
-      - metrics/transfer.json: {{cache: false}}
-      - metrics/export.json: {{cache: false}}
-artifacts:
-  {release.ARTIFACT}:
-    type: model
-    path: models/onnx
-"""
-
-
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
     root = make_workspace(tmp_path / "ws")
-    assert (root / "make_package.py").read_text() == MAKE_PACKAGE
-    (root / "dvc.yaml").write_text(DVC_YAML)
+    assert (root / "make_package.py").read_text() == MAKE_PACKAGE and (root / "dvc.yaml").read_text() == DVC_YAML
     (root / "params.yaml").write_text("data: {source: {path: a.tsv}, target: {path: b.tsv}}\n")
     (root / "challenge.py").write_text(CHALLENGE)
     sh(root, "git", "add", "-A")

@@ -1,7 +1,7 @@
 """The model registry (flows/release.py) on a tiny git + DVC workspace: one stage whose command
 writes a fake package (models/onnx with a manifest) and its metrics, no torch. One workspace
 for the module: v1 and v2 are published once, the tests after them read, roll back, fetch, and
-publish v3 through kills between the steps."""
+publish v3 through kills between the steps, then sync a folder to prod (and restore prod to v3)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -202,6 +204,89 @@ def test_publish_never_tags_a_package_the_remote_does_not_hold(workspace: Path, 
     assert sh(workspace, "git", "log", "--format=%s", "-2").splitlines() == ["third model", "second model"]
 
 
+# ---------------------------------------------------------------- sync: a folder that follows prod
+
+
+class Reader(threading.Thread):
+    """What the server does, in a loop: resolve DIR/current once, then read the package there."""
+
+    def __init__(self, link: Path, pause: float):
+        super().__init__(daemon=True)
+        self.link, self.pause, self.reads, self.failures = link, pause, 0, []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                json.loads((Path(os.path.realpath(self.link)) / "manifest.json").read_text())
+                self.reads += 1
+            except (OSError, ValueError) as err:
+                self.failures.append(repr(err))
+            time.sleep(self.pause)
+
+    def stop(self) -> list[str]:
+        self.stopping.set()
+        self.join()
+        return self.failures
+
+
+def fake_version(into: Path, name: str, age: float = 0) -> None:
+    """A version folder as sync leaves it, last current `age` seconds ago."""
+    (into / name).mkdir(parents=True)
+    (into / name / "manifest.json").write_text(json.dumps({"name": f"fake {name}"}))
+    os.utime(into / name, (time.time() - age,) * 2)
+
+
+def visible(into: Path) -> list[str]:
+    return sorted(p.name for p in into.iterdir() if not p.name.startswith("."))
+
+
+def test_sync_without_a_version_in_prod_is_one_line(workspace: Path, tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setattr(release, "champion_version", lambda root: None)
+    with pytest.raises(SystemExit) as exit_:
+        release.main(["sync", "--into", str(tmp_path / "models"), "--root", str(workspace)])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == "error: release: no version of onnx-model is in prod: nothing to sync\n"
+    assert not (tmp_path / "models").exists()
+
+
+def test_sync_points_current_at_prod_keeps_the_previous_and_follows_a_rollback(workspace: Path, tmp_path: Path, capsys):
+    """prod = v3 here (published above), v1 its rollback target. The folder starts as an older sync
+    left it: current -> v2.0.0, older v1.0.0 and v9.9.9 (newest by number, oldest but one by use),
+    and a killed fetch's work folder. A reader resolves current all along and must never fail."""
+    into = tmp_path / "models"
+    fake_version(into, "v1.0.0", age=300)
+    fake_version(into, "v9.9.9", age=200)
+    fake_version(into, "v2.0.0", age=100)
+    os.symlink("v2.0.0", into / "current")
+    (into / ".v3.0.0.killed").mkdir()
+    reader = Reader(into / "current", pause=0.001)
+    reader.start()
+    try:
+        release.main(["sync", "--into", str(into), "--root", str(workspace)])
+        assert capsys.readouterr().out == "current -> v3.0.0\n"
+        assert os.readlink(into / "current") == "v3.0.0"  # relative, beside it
+        assert json.loads((into / "current" / "manifest.json").read_text()) == {"name": "third"}  # fetched
+        assert visible(into) == ["current", "v2.0.0", "v3.0.0"]  # current and the one before it
+        assert sorted(p.name for p in into.iterdir() if p.name.startswith(".")) == [".sync.lock"]
+
+        link = os.lstat(into / "current")
+        release.main(["sync", "--into", str(into), "--root", str(workspace)])
+        assert capsys.readouterr().out == "current is v3.0.0 (unchanged)\n"
+        again = os.lstat(into / "current")
+        assert (again.st_ino, again.st_mtime_ns) == (link.st_ino, link.st_mtime_ns)
+
+        assert release.rollback(workspace) == ("v3.0.0", "v1.0.0")
+        assert release.sync(workspace, into) == "v1.0.0"
+        assert json.loads((into / "current" / "manifest.json").read_text()) == {"name": "first"}  # pruned, so fetched
+        assert visible(into) == ["current", "v1.0.0", "v3.0.0"]
+    finally:
+        failures = reader.stop()
+        release.promote(release.Release(root=workspace, message="back to v3", requested_remote=None, version="v3.0.0"))
+    assert release.champion_version(workspace) == "v3.0.0"
+    assert not failures and reader.reads > 0
+
+
 # ---------------------------------------------------------------- small pieces
 
 
@@ -220,3 +305,78 @@ def test_a_dvc_yaml_without_the_artifact_or_a_lock_without_the_package_is_one_li
         release.artifact_path("stages: {}\n", "dvc.yaml")
     with pytest.raises(PipelineError, match=r"dvc.lock in ws records no output models/onnx \(run `dvc repro`"):
         release.lock_record(DVC_YAML, "schema: '2.0'\nstages: {}\n", "in ws")
+
+
+def test_current_moves_by_an_atomic_replace_of_a_temp_link(tmp_path: Path, monkeypatch):
+    """Flipped hundreds of times under a reader that never sleeps, with thread switches as
+    frequent as Python allows: the reader always finds a link to a whole package."""
+    fake_version(tmp_path, "v1.0.0")
+    fake_version(tmp_path, "v2.0.0")
+    replaced, real_replace = [], os.replace
+
+    def spy(source, target):
+        replaced.append((Path(source).parent, Path(source).name, os.path.islink(source), Path(target)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(release.os, "replace", spy)
+    assert release.point_current(tmp_path, "v1.0.0") is True
+    reader = Reader(tmp_path / "current", pause=0)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    reader.start()
+    try:
+        for turn in range(400):
+            assert release.point_current(tmp_path, ("v2.0.0", "v1.0.0")[turn % 2]) is True
+    finally:
+        failures = reader.stop()
+        sys.setswitchinterval(switch)
+    assert not failures and reader.reads > 0
+    assert len(replaced) == 401
+    assert all(parent == tmp_path and name.startswith(".current.") and is_link and target == tmp_path / "current"
+               for parent, name, is_link, target in replaced)
+    assert release.point_current(tmp_path, "v1.0.0") is False and len(replaced) == 401  # already there: untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "v1.0.0", "v2.0.0"]  # no temp link left
+    assert release.prune(tmp_path, keep=1) == ["v2.0.0"] and visible(tmp_path) == ["current", "v1.0.0"]
+
+
+def test_a_version_folder_without_a_manifest_a_current_that_is_no_link_or_a_second_sync_is_one_line_error(tmp_path: Path):
+    (tmp_path / "v1.0.0").mkdir()
+    with pytest.raises(release.ReleaseError, match=r"v1.0.0: has no manifest.json, so sync did not fetch it; remove it"):
+        release.check_complete(tmp_path / "v1.0.0")
+    (tmp_path / "current").mkdir()
+    with pytest.raises(release.ReleaseError, match=r"current: not a symlink; sync keeps it a link to a version folder"):
+        release.current_target(tmp_path)
+    with release.sync_lock(tmp_path), pytest.raises(release.ReleaseError, match=r"another sync is running \(it holds .sync.lock\)"):
+        with release.sync_lock(tmp_path):
+            pass
+
+
+def test_sync_every_prints_changes_and_survives_a_failed_round(tmp_path: Path, monkeypatch, capsys):
+    rounds = [("v2.0.0", False), ("v2.0.0", False), release.ReleaseError("dvc artifacts get failed: remote away"),
+              ("v3.0.0", True), ("v3.0.0", False)]
+
+    def sync_once(root, into, remote, keep):
+        assert (root, into, remote, keep) == (tmp_path, tmp_path / "models", None, 3)
+        outcome = rounds.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        if not rounds:
+            raise KeyboardInterrupt  # Ctrl-C: ends the loop quietly
+
+    monkeypatch.setattr(release, "check_workspace", lambda root: root)
+    monkeypatch.setattr(release, "sync_once", sync_once)
+    monkeypatch.setattr(release, "time", type("FakeTime", (), {"sleep": staticmethod(sleep)}))
+    release.main(["sync", "--into", str(tmp_path / "models"), "--root", str(tmp_path), "--every", "7.5", "--keep", "3"])
+    out, err = capsys.readouterr()
+    assert out == "current is v2.0.0 (unchanged)\ncurrent -> v3.0.0\n"
+    assert err == "error: release: dvc artifacts get failed: remote away\n"
+    assert slept == [7.5] * 5
+    for bad in (["--every", "0"], ["--every", "nan"], ["--keep", "0"], ["--keep", "1.5"]):
+        with pytest.raises(SystemExit):
+            release.parse_args(["sync", "--into", "models", *bad])
