@@ -38,7 +38,9 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from serving.package import PackageError, default_providers, graph_files, inference_session, read_manifest, serve_precision
+from serving.package import (
+    PackageError, default_providers, graph_files, inference_session, intra_op_options, read_manifest, serve_precision,
+)
 
 TASK = "translation"
 ENCODER_FILE = "encoder.onnx"
@@ -153,9 +155,7 @@ def session_options(threads: Optional[int]) -> ort.SessionOptions:
     value = threads if threads is not None else os.environ.get("TRANSLATOR_THREADS") or 1
     if not str(value).isdigit() or int(value) < 1:
         raise PackageError(f"threads (or TRANSLATOR_THREADS) must be a whole number >= 1, got {value!r}")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(value)
-    return options
+    return intra_op_options(int(value))
 
 
 class OnnxTranslator:

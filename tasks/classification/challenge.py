@@ -13,10 +13,9 @@ import numpy as np
 from serving.classifier import OnnxClassifier
 from serving.package import PackageError
 from tasks.common.errors import HandoffError
-from tasks.common.io import write_json_atomic
 from tasks.common.paths import Paths
 from tasks.common.prepared import prepared_split
-from tasks.common.promotion import decide, file_digest
+from tasks.common.promotion import write_report
 from tasks.common.significance import macro_f1_scorer
 from tasks.params import Params
 
@@ -39,7 +38,6 @@ def predicted_ids(package: OnnxClassifier, texts: list[str], label_ids: dict[str
 
 
 def run(p: Params, paths: Paths, champion: Path) -> dict:
-    decision_set = paths.split_file("target", "test")
     rows = prepared_split(paths, "target", "test")
     texts = [row["text"] for row in rows]
     label_ids = {name: i for i, name in enumerate(p.task.labels)}
@@ -50,12 +48,4 @@ def run(p: Params, paths: Paths, champion: Path) -> dict:
     for role, package in packages.items():
         fraction = macro_f1_scorer(truth, predicted_ids(package, texts, label_ids), len(label_ids))
         scorers[role] = lambda rows, score=fraction: 100.0 * score(rows)  # points, as promote.min_gain
-    everything = np.arange(len(rows))
-    report = {
-        "decision": decide(scorers["challenger"], scorers["champion"], len(rows), p.promote, METRIC, p.seed),
-        "scores": {role: round(score(everything), 4) for role, score in scorers.items()},
-        "packages": {"challenger": str(paths.onnx), "champion": str(champion)},
-        "decision_set": {"file": str(decision_set), "rows": len(rows), "sha256": file_digest(decision_set)},
-    }
-    write_json_atomic(paths.challenge_report, report)
-    return report
+    return write_report(p, paths, champion, scorers, len(rows), METRIC)

@@ -12,8 +12,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
+
+from tasks.common.io import write_json_atomic
+from tasks.common.paths import Paths
 from tasks.common.significance import Scorer, paired_gain
-from tasks.params import PromoteParams
+from tasks.params import Params, PromoteParams
 
 
 def decide(challenger: Scorer, champion: Scorer, n_rows: int, pp: PromoteParams, metric: str, seed: int) -> dict:
@@ -51,3 +55,21 @@ def decision_line(decision: dict, champion: str = "champion") -> str:
 def file_digest(path: Path) -> str:
     """sha256 of the decision set's file, so a report says which rows decided."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_report(p: Params, paths: Paths, champion: Path, scorers: dict[str, Scorer], rows: int, metric: str,
+                 **extra) -> dict:
+    """Decide on the challenger's and the champion's scorers over the `rows` decision-set rows,
+    and write reports/challenge.json: the decision, both scores, the packages, `extra` (a kind's
+    own figures) and which rows decided (file, count, sha256)."""
+    decision_set = paths.split_file("target", "test")
+    everything = np.arange(rows)
+    report = {
+        "decision": decide(scorers["challenger"], scorers["champion"], rows, p.promote, metric, p.seed),
+        "scores": {role: round(score(everything), 4) for role, score in scorers.items()},
+        **extra,
+        "packages": {"challenger": str(paths.onnx), "champion": str(champion)},
+        "decision_set": {"file": str(decision_set), "rows": rows, "sha256": file_digest(decision_set)},
+    }
+    write_json_atomic(paths.challenge_report, report)
+    return report

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from serving.package import PackageError
 from serving.translator import OnnxTranslator
 from tasks.common.errors import HandoffError
-from tasks.common.io import write_json_atomic
 from tasks.common.paths import Paths
 from tasks.common.prepared import prepared_split
-from tasks.common.promotion import decide, file_digest
+from tasks.common.promotion import write_report
 from tasks.params import Params
 from tasks.translation.metrics import BleuStatistics
 
@@ -36,7 +33,6 @@ def load_package(path: Path, role: str, pair: dict) -> OnnxTranslator:
 
 
 def run(p: Params, paths: Paths, champion: Path) -> dict:
-    decision_set = paths.split_file("target", "test")
     rows = prepared_split(paths, "target", "test")
     pair = {"src": p.data.target.languages.src, "tgt": p.data.target.languages.tgt}
     packages = {"challenger": load_package(paths.onnx, "challenger", pair),
@@ -44,13 +40,5 @@ def run(p: Params, paths: Paths, champion: Path) -> dict:
     statistics = BleuStatistics([row["tgt"] for row in rows], pair["tgt"])
     sources = [row["src"] for row in rows]
     scorers = {role: statistics.scorer(package.translate(sources)) for role, package in packages.items()}
-    everything = np.arange(len(rows))
-    report = {
-        "decision": decide(scorers["challenger"], scorers["champion"], len(rows), p.promote, METRIC, p.seed),
-        "scores": {role: round(score(everything), 4) for role, score in scorers.items()},
-        "decoding": {role: package.decoding() for role, package in packages.items()},
-        "packages": {"challenger": str(paths.onnx), "champion": str(champion)},
-        "decision_set": {"file": str(decision_set), "rows": len(rows), "sha256": file_digest(decision_set)},
-    }
-    write_json_atomic(paths.challenge_report, report)
-    return report
+    decoding = {role: package.decoding() for role, package in packages.items()}
+    return write_report(p, paths, champion, scorers, len(rows), METRIC, decoding=decoding)
