@@ -255,6 +255,9 @@ class TrainParams(Strict):
     # -1: run `epochs`; otherwise a cap on the steps `epochs` gives (an epoch is ceil(train rows /
     # batch_size) steps): a small training set stops at `epochs`, a large one at max_steps
     max_steps: int = Field(-1, ge=-1, le=MAX_STEPS)
+    # a floor on the steps `epochs` gives (0: none): a 32-label budget is 2 steps an epoch, too
+    # few for a fresh head to learn anything; early stopping still keeps the best checkpoint
+    min_steps: int = Field(0, ge=0, le=MAX_STEPS)
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.01, ge=0.0, le=10.0)
     eval_steps: int = Field(100, ge=1, le=MAX_STEPS)  # evaluate (and checkpoint) every N steps
@@ -266,6 +269,8 @@ class TrainParams(Strict):
     def _zero_steps(self) -> TrainParams:
         if self.max_steps == 0:
             raise ValueError("max_steps must be -1 (use epochs) or at least 1, got 0")
+        if 0 <= self.max_steps < self.min_steps:
+            raise ValueError(f"min_steps ({self.min_steps}) is more than max_steps ({self.max_steps})")
         return self
 
 

@@ -62,17 +62,20 @@ class TrainJob:
 
 
 def capped_steps(p: TrainParams, train_rows: int, rows_per_step: int) -> int:
-    """The run's length in optimizer steps: `epochs` over `train_rows`, at most `max_steps`
-    (-1: epochs alone). The HF Trainer's own max_steps replaces epochs outright, so a cap meant
-    for a large training set would run a small one for hundreds of epochs."""
-    if p.max_steps < 0:
+    """The run's length in optimizer steps: `epochs` over `train_rows`, at least `min_steps`
+    (a small label budget trains more epochs instead of a handful of steps), at most `max_steps`
+    (-1: epochs alone, no cap). -1 when epochs alone decide (the Trainer counts them itself).
+    The HF Trainer's own max_steps replaces epochs outright, so a cap meant for a large training
+    set would run a small one for hundreds of epochs: hence the explicit count."""
+    if p.max_steps < 0 and p.min_steps == 0:
         return -1
     per_epoch = max(1, math.ceil(train_rows / rows_per_step))  # the last batch may be short
-    return min(math.ceil(p.epochs * per_epoch), p.max_steps)
+    steps = max(math.ceil(p.epochs * per_epoch), p.min_steps)
+    return steps if p.max_steps < 0 else min(steps, p.max_steps)
 
 
 def training_arguments(job: TrainJob) -> TrainingArguments:
-    """The Trainer's arguments; max_steps is a cap on the steps `epochs` gives (capped_steps)."""
+    """The Trainer's arguments; the run's length is capped_steps (epochs, floored by min_steps, capped by max_steps)."""
     p = job.params
     on_cuda = pick_device(job.device).type == "cuda"
     evaluate = job.val is not None

@@ -192,6 +192,16 @@ def test_capped_steps():
     assert capped_steps(params, 64, 32) == 20  # two processes (DDP) take 32 rows a step
 
 
+def test_min_steps_floors_a_small_budget_and_max_steps_still_caps():
+    floored = TrainParams(epochs=10.0, max_steps=400, min_steps=150, batch_size=16)
+    assert capped_steps(floored, 32, 16) == 150  # 32 labels: 20 steps by epochs, raised to the floor
+    assert capped_steps(floored, 512, 16) == 320  # past the floor: epochs decide
+    assert capped_steps(floored, 2083, 16) == 400  # and the cap still holds
+    assert capped_steps(TrainParams(epochs=1.0, min_steps=30, batch_size=16), 64, 16) == 30  # no cap
+    with pytest.raises(ValueError, match=r"min_steps \(500\) is more than max_steps \(400\)"):
+        TrainParams(max_steps=400, min_steps=500)
+
+
 def test_freeze_layers_beyond_depth_is_a_clear_error(workspace, params):
     with pytest.raises(PipelineError, match="freeze_layers: 5 exceeds the model's 2 layers"):
         finetune.run(params(**{"finetune.strategy": "freeze_bottom", "finetune.freeze_layers": 5}), workspace)
