@@ -94,7 +94,19 @@ _DVC_HINT = re.compile(
 
 
 class PipelineFailure(Exception):
-    """A failure the flow reports as one line: `error: <str(self)>`."""
+    """A failure the flow reports as one line: `error: <str(self)>`. `transient`: retried
+    (retry_transient) rather than reported at once."""
+
+    transient = False
+
+
+class ReleaseFailed(PipelineFailure):
+    """The release step failed (flows.release said why); transient when its tool hit a lock or
+    a remote that did not answer."""
+
+    def __init__(self, message: str, transient: bool):
+        super().__init__(message)
+        self.transient = transient
 
 
 class StageFailed(PipelineFailure):
@@ -301,10 +313,11 @@ def dvc_repro(root: Path, stage: str, force: bool, log: logging.LoggerAdapter) -
 
 
 def retry_transient(_task, _task_run, state) -> bool:
-    """Prefect's retry_condition_fn: retry a lock collision or a crash, never a user error."""
+    """Prefect's retry_condition_fn: retry a lock collision, a crash or a remote that did not
+    answer, never a user error."""
     try:
         state.result()
-    except StageFailed as failure:
+    except PipelineFailure as failure:
         return failure.transient
     except Exception:
         return False
@@ -371,10 +384,14 @@ def markdown_table(header: tuple[str, ...], rows: Iterable[tuple]) -> str:
 
 
 def report_markdown(root: Path, results: list[dict]) -> str:
-    verdicts = [f"- {line}" for line in verdict_lines(read_json(root / "metrics/transfer.json") or {}) if line]
+    """The Prefect artifact: the decision, the transfer table and its verdicts first, then the
+    stages and every figure of the metric files."""
+    transfer = read_json(root / "metrics/transfer.json") or {}
+    verdicts = [f"- {line}" for line in verdict_lines(transfer) if line]
     parts = ["# Transfer pipeline run", "", f"Workspace `{root}`", ""]
     parts += [f"**Release:** {line}", ""] if (line := release_line(results)) else []
-    parts += ["## Does transfer help?", "", *verdicts, ""] if verdicts else []
+    if table := transfer_rows(transfer):
+        parts += ["## Does transfer help?", "", markdown_table(TRANSFER_HEADER, table), "", *verdicts, ""]
     parts += ["## Stages", "",
              markdown_table(("stage", "status", "seconds", "attempts"),
                             [(r["stage"], r["status"], r["seconds"], r["attempts"]) for r in results])]
@@ -396,28 +413,53 @@ def verdict_lines(transfer: dict) -> list[str]:
     return ["", *said] if said else []
 
 
+TRANSFER_HEADER = ("model", "score", "transfer's gain [95 % CI]", "verdict")
+
+
+def transfer_rows(transfer: dict) -> list[tuple[str, str, str, str]]:
+    """One row per model of metrics/transfer.json: its primary metric (macro-F1 or BLEU), and for
+    a baseline the gain of transfer over it with its interval and verdict, in points (F1 x 100)."""
+    if not isinstance(transfer.get("transfer"), (int, float)):
+        return []
+    metric = transfer.get("metric", "score")
+    scale = 100 if metric == "f1_macro" else 1
+    rows = [("transfer", f"{metric} {transfer['transfer']:.4g}", "", "")]
+    intervals, verdicts = transfer.get("interval") or {}, transfer.get("verdict") or {}
+    for name, score in (transfer.get("baselines") or {}).items():
+        gain = transfer["transfer"] - score
+        ci = intervals.get(name) or {}
+        shown_ci = f" [{ci['low'] * scale:+.1f}, {ci['high'] * scale:+.1f}]" if {"low", "high"} <= set(ci) else ""
+        rows.append((name, f"{metric} {score:.4g}", f"{gain * scale:+.1f}{shown_ci}", verdicts.get(name, "")))
+    return rows
+
+
 def release_line(results: list[dict]) -> str | None:
     """The champion / challenger decision of a --release run, if it had one."""
     return next((r["line"] for r in results if r["stage"] == "release"), None)
 
 
-def summary_text(root: Path, results: list[dict], max_rows: int = 30) -> str:
-    """A short plain-text table for stdout: the release decision, the stages, the headline metrics."""
-    width = max([len("stage")] + [len(r["stage"]) for r in results])
-    decided = release_line(results)
-    lines = [f"release: {decided}", ""] if decided else []
-    lines += [f"{'stage':<{width}}  {'status':<23}  {'seconds':>8}  attempts"]
-    lines += [f"{r['stage']:<{width}}  {r['status']:<23}  {r['seconds']:>8.1f}  {r['attempts']}" for r in results]
-    lines += verdict_lines(read_json(root / "metrics/transfer.json") or {})
-    rows = [(rel, *row) for _, rel in METRIC_FILES for row in rows_of(read_json(root / rel) or {})]
-    if rows:
-        shown_rows = [(rel, model, metric, shown(value)) for rel, model, metric, value in rows[:max_rows]]
-        widths = [max(len(row[i]) for row in shown_rows) for i in range(3)]
-        lines.append("")
-        lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3]
-                  for row in shown_rows]
-        if len(rows) > max_rows:
-            lines.append(f"... {len(rows) - max_rows} more rows in the Prefect artifact '{ARTIFACT_KEY}'")
+def champion_of(results: list[dict]) -> str | None:
+    return next((r.get("champion") for r in results if r["stage"] == "release"), None)
+
+
+def aligned(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+
+
+def summary_text(root: Path, results: list[dict]) -> str:
+    """The closing summary (stdout, and the flow's log): the release decision and the champion,
+    the transfer table with its verdicts, then the stages. Every other figure is in the Prefect
+    artifact and the metric files."""
+    transfer = read_json(root / "metrics/transfer.json") or {}
+    lines = [f"release: {release_line(results)}", f"champion: {champion_of(results) or 'none'}", ""] \
+        if release_line(results) else []
+    if table := transfer_rows(transfer):
+        lines += aligned([TRANSFER_HEADER, *table])
+    lines += verdict_lines(transfer)
+    lines += ["", *aligned([("stage", "status", "seconds", "attempts")]
+                         + [(r["stage"], r["status"], f"{r['seconds']:.1f}", str(r["attempts"])) for r in results])]
+    lines += ["", f"every figure: metrics/*.json, reports/data.json and the Prefect artifact '{ARTIFACT_KEY}'"]
     return "\n".join(lines)
 
 
@@ -455,12 +497,15 @@ def decide_and_publish(root: Path) -> dict:
     return {"published": version, "champion": version, "line": f"{line}; published {version} as prod", "decision": decision}
 
 
-@task(name="champion-challenger", cache_policy=NO_CACHE)
+@task(name="champion-challenger", cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_transient)
 def release_step(root: str) -> dict:
+    """Retried like a stage: publishing is atomic (flows.release), so a retry after a failed
+    push finds either the old champion or the new one fully published."""
     try:
         outcome = decide_and_publish(Path(root))
     except registry.ReleaseError as err:
-        raise PipelineFailure(f"release: {err}") from None
+        raise ReleaseFailed(f"release: {err}", err.transient) from None
     get_run_logger().info(outcome["line"])
     return outcome
 
@@ -469,9 +514,10 @@ def release_step(root: str) -> dict:
 
 
 @flow(name="transfer-pipeline", description="Every stage of dvc.yaml, in DAG order, through dvc repro.")
-def pipeline(root: str = ".", force: bool = False, release: bool = False) -> list[dict]:
+def pipeline(root: str = ".", force: bool = False, release: bool = False, log_summary: bool = True) -> list[dict]:
     """Run each stage of the DVC pipeline at `root` (`force`: re-run even if up to date;
-    `release`: then champion / challenger, and publish a promoted package)."""
+    `release`: then champion / challenger, and publish a promoted package; `log_summary`: log
+    the closing summary, which `python -m flows.pipeline` prints itself, last, instead)."""
     log = get_run_logger()
     workspace = Path(root).resolve()
     check_params(workspace)
@@ -486,7 +532,8 @@ def pipeline(root: str = ".", force: bool = False, release: bool = False) -> lis
         key=ARTIFACT_KEY, markdown=report_markdown(workspace, results),
         description=f"Stages and metrics of the transfer pipeline at {workspace}",
     )
-    log.info("\n%s", summary_text(workspace, results))
+    if log_summary:  # a scheduled run's summary lives in its log; the CLI prints its own once
+        log.info("\n%s", summary_text(workspace, results))
     return results
 
 
@@ -517,7 +564,7 @@ def cli(argv: list[str] | None = None) -> tuple[int, str]:
     try:
         check_params(root)  # before Prefect starts anything
         check_inputs(root)
-        results = pipeline(root=str(root), force=args.force, release=args.release)
+        results = pipeline(root=str(root), force=args.force, release=args.release, log_summary=False)
     except PipelineFailure as err:
         return 1, f"error: {err}"
     return 0, summary_text(root, results)

@@ -90,7 +90,18 @@ SCRATCH = re.compile(r"^\.(v\d+\.\d+\.\d+|current)\.")  # fetch's work folders, 
 
 
 class ReleaseError(PipelineError):
-    """A release step failed; one line, printed as `error: release: ...`."""
+    """A release step failed; one line, printed as `error: release: ...`. `transient`: what a
+    tool said looks like a passing condition (a lock held by another process, a remote that
+    timed out or could not be reached), which the flow retries with backoff."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+# What a failing git / dvc / gto command says when trying again later may well work.
+TRANSIENT = re.compile(r"\block|timed? ?out|temporar|connection|unreachable|could not resolve|network|"
+                       r"\b50[234]\b|too many requests|try again", re.IGNORECASE)
 
 
 @dataclass
@@ -134,7 +145,7 @@ def run(root: Path, command: list[str], label: str, check: bool = True) -> subpr
     done = subprocess.run(command, cwd=root, env=tool_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if check and done.returncode:
         said = last_line(done.stderr) or last_line(done.stdout) or f"exit code {done.returncode}"
-        raise ReleaseError(f"{label} failed: {said}")
+        raise ReleaseError(f"{label} failed: {said}", transient=bool(TRANSIENT.search(said)))
     return done
 
 

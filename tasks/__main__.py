@@ -8,7 +8,8 @@ traceback. A stage first removes the temp leftovers a killed run of it left besi
 `python -m tasks challenge --champion DIR [--name v3]` scores this run's package (models/onnx)
 against the champion's package DIR on the decision set and writes reports/challenge.json
 (tasks/<kind>/challenge.py; not a DVC stage: which package is the champion is the registry's
-business, flows/release.py). `python -m tasks check` validates the params; `check --inputs` also checks that every local
+business, flows/release.py). `python -m tasks decision-set [--reset]` shows (or removes) the
+frozen decision set, tasks/common/decision_set.py. `python -m tasks check` validates the params; `check --inputs` also checks that every local
 input (`data.<domain>.path`) is there, naming the field: the flow runs it before DVC, whose own
 error for a missing dependency is `[Errno 2] No such file or directory: '<absolute path>'`.
 
@@ -38,8 +39,9 @@ STAGES = ("ingest", "tokenize", "pretrain", "finetune", "evaluate", "export")
 CHECK = "check"
 INPUTS = "--inputs"
 CHALLENGE = "challenge"
+DECISION_SET = "decision-set"
 USAGE = (f"usage: python -m tasks {{{','.join(STAGES)}}} | python -m tasks {CHECK} [{INPUTS}] | "
-         f"python -m tasks {CHALLENGE} --champion DIR [--name NAME]")
+         f"python -m tasks {CHALLENGE} --champion DIR [--name NAME] | python -m tasks {DECISION_SET} [--reset]")
 HUB_ID = re.compile(r"[\w-][\w.-]*(/[\w.-]+)?")  # `name` or `org/name`: what a missing hf path may be
 
 
@@ -63,7 +65,7 @@ def stage_outputs(stage: str, kind: str, paths: Paths) -> list[Path]:
     by one into folders it shares (metrics/, plots/)."""
     live = [paths.live_dir(stage) / "metrics.json", paths.live_dir(stage) / "plots"]
     return {
-        "ingest": [paths.prepared, paths.data_report],
+        "ingest": [paths.prepared, paths.decision_set, paths.data_report],
         "tokenize": [paths.tokenized, paths.tokenize_report],
         "pretrain": [paths.source_model, *live],
         "finetune": [paths.target_model, *live],
@@ -154,8 +156,21 @@ def run_challenge(argv: Sequence[str]) -> str:
     return decision_line(result["decision"], options.get("--name", "the champion"))
 
 
+def run_decision_set(argv: Sequence[str]) -> str:
+    """Show the workspace's frozen decision set, or (--reset) remove it, saying what that invalidates."""
+    from tasks.common import decision_set
+
+    if argv not in ([], ["--reset"]):
+        raise ParamsError(f"{DECISION_SET} {' '.join(argv)}: {USAGE}")
+    return decision_set.reset(Paths()) if argv else decision_set.describe(Paths())
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [DECISION_SET]:
+        with user_errors(DECISION_SET):
+            print(run_decision_set(argv[1:]))
+        return
     if argv[:1] == [CHALLENGE]:
         with user_errors(CHALLENGE):
             print(run_challenge(argv[1:]))

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from collections.abc import Iterable
 
-from tasks.common import prepared
+from tasks.common import decision_set, prepared
+from tasks.common.decision_set import DecisionSet
 from tasks.common.errors import DataError, ParamsError
 from tasks.common.paths import DOMAINS, SPLITS, Paths
 from tasks.common.sources import (
@@ -259,11 +260,15 @@ def split_sizes(n: int, fractions: SplitParams, where: str, label: str | None) -
     return n_test, n_val
 
 
-def stratified_split(domain: Domain, fractions: SplitParams, seed: int) -> None:
-    """Split each class apart (an unlabelled domain: all its rows at random, as one group)."""
+def stratified_split(domain: Domain, fractions: SplitParams, seed: int, frozen: DecisionSet | None = None) -> None:
+    """Split each class apart (an unlabelled domain: all its rows at random, as one group).
+    With a frozen decision set, test is that set; each class's rows in it leave the class's
+    shuffled order, and val/train are drawn from what is left exactly as without it, so on
+    unchanged data the splits are those of the run that drew the set."""
     by_label: dict[str | None, list[Example]] = {}
     for example in domain.examples:
         by_label.setdefault(example.label, []).append(example)
+    frozen_keys = None if frozen is None else {leak_key(row["text"]) for row in frozen.rows}
     splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
     for label in sorted(by_label, key=str):
         group = list(by_label[label])
@@ -271,10 +276,24 @@ def stratified_split(domain: Domain, fractions: SplitParams, seed: int) -> None:
         # when another class gains or loses rows.
         random.Random(f"{seed}:{domain.name}" if label is None else f"{seed}:{domain.name}:{label}").shuffle(group)
         n_test, n_val = split_sizes(len(group), fractions, domain.where, label)
-        splits["test"] += group[:n_test]
-        splits["val"] += group[n_test : n_test + n_val]
-        splits["train"] += group[n_test + n_val :]
+        if frozen_keys is None:
+            splits["test"] += group[:n_test]
+            rest = group[n_test:]
+        else:
+            rest = prepared.take_out_decision_set(domain, group, lambda e: leak_key(e.text), frozen_keys)
+        splits["val"] += rest[:n_val]
+        splits["train"] += rest[n_val:]
+    if frozen is not None:
+        splits["test"] = frozen_examples(frozen)
+        domain.decision = frozen.report(in_data=domain.counts[prepared.IN_DECISION_SET])
     domain.splits = {name: sorted(rows, key=lambda e: e.order) for name, rows in splits.items()}
+
+
+def frozen_examples(frozen: DecisionSet) -> list[Example]:
+    """The decision set's rows as test examples (their file: the set's own, outside the input
+    accounts)."""
+    file = f"data/decision_set/{decision_set.ROWS_FILE}"
+    return [Example(file, row["id"], row["text"], row["label"], index) for index, row in enumerate(frozen.rows)]
 
 
 def drop_keys(domain: Domain, split: str, keys: set[str], counter: str) -> None:
@@ -339,6 +358,7 @@ def domain_report(domain: Domain) -> dict:
         "duplicates": domain.counts["duplicates"],
         "conflicting_duplicates": domain.counts["conflicting_duplicates"],
         "leakage_removed": {"total": sum(leakage.values()), **leakage},
+        **({"decision_set": domain.decision} if domain.decision else {}),
         "splits": splits,
         "files": prepared.file_accounts(domain, kept_rows),
         "long_records": domain.long_records.report(),
@@ -369,11 +389,19 @@ def read_domain(domain: Domain, p: Params, paths: Paths) -> None:
         raise DataError(f"{domain.field_name}.path: {where}: cannot read: {err.strerror or err}") from None
 
 
-def split_domain(domain: Domain, p: Params) -> None:
+def split_domain(domain: Domain, p: Params, frozen: DecisionSet | None) -> None:
     deduplicate(domain)
     check_usable(domain)
-    stratified_split(domain, p.data.split, p.seed)
+    stratified_split(domain, p.data.split, p.seed, frozen)
     remove_leaks(domain)
+
+
+def frozen_set(p: Params, paths: Paths) -> DecisionSet | None:
+    """The workspace's frozen decision set (data.split.freeze_test), checked against task.labels."""
+    frozen = decision_set.load(paths) if p.data.split.freeze_test else None
+    if frozen is not None:
+        decision_set.check_fits(frozen, "label", set(p.task.labels), "task.labels")
+    return frozen
 
 
 def run(p: Params, paths: Paths) -> dict:
@@ -381,19 +409,23 @@ def run(p: Params, paths: Paths) -> dict:
     An input that cannot be read stops before anything is written; data that can be read but not
     used (no usable rows, one class) still writes the quarantine file and the report."""
     check_rules(p)
+    frozen = frozen_set(p, paths)
     domains = [Domain(name, getattr(p.data, name), labels=domain_classes(p, name)) for name in DOMAINS]
     return prepared.ingest(
         domains,
         read=lambda domain: read_domain(domain, p, paths),
-        split=lambda domain: split_domain(domain, p),
-        finish=finish,
+        split=lambda domain: split_domain(domain, p, frozen if domain.name == "target" else None),
+        finish=lambda done: finish(done, p, paths, frozen),
         build_report=lambda done: build_report(done, p, paths),
         paths=paths,
     )
 
 
-def finish(domains: list[Domain]) -> None:
+def finish(domains: list[Domain], p: Params, paths: Paths, frozen: DecisionSet | None) -> None:
     source, target = domains
     remove_cross_domain_leaks(source, target)
     for domain in domains:
         check_splits(domain)
+    if frozen is None:  # the first run (or freeze_test off): the test split it drew is the set
+        rows = [example.output() for example in target.splits["test"]]
+        target.decision = decision_set.save(paths, rows, {"labels": list(p.task.labels)}).report(in_data=len(rows))

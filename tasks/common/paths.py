@@ -25,6 +25,11 @@ class Paths:
         return self.prepared / domain / f"{split}.jsonl"
 
     @property
+    def decision_set(self) -> Path:
+        """The frozen target test split (tasks/common/decision_set.py): ingest's persistent output."""
+        return self.root / "data" / "decision_set"
+
+    @property
     def quarantine(self) -> Path:
         return self.prepared / "quarantine.jsonl"
 

@@ -29,6 +29,7 @@ class Domain:
     splits: dict[str, list[Any]] = field(default_factory=dict)  # rows with `file` and `output()`
     by_file: dict[str, Counter] = field(default_factory=dict)  # the conservation law's ledger
     long_records: LongRecords = field(default_factory=LongRecords)
+    decision: dict = field(default_factory=dict)  # the target's frozen decision set, for the report
 
     @property
     def rows_read(self) -> int:
@@ -71,6 +72,20 @@ def file_accounts(domain: Domain, kept_rows: Iterable[Any]) -> dict[str, dict]:
             raise AssertionError(f"ingest lost track of rows of {file}: read {account[ROWS_READ]}, accounted for {accounted}: {account}")
         accounts[file] = account
     return accounts
+
+
+IN_DECISION_SET = "in_decision_set"  # an input row whose text is in the frozen decision set
+
+
+def take_out_decision_set(domain: Domain, rows: list[Any], key: Callable[[Any], str], frozen_keys: set[str]) -> list[Any]:
+    """`rows` without those in the frozen decision set (tallied: they stay in test only)."""
+    kept = []
+    for row in rows:
+        if key(row) in frozen_keys:
+            domain.tally(row.file, IN_DECISION_SET)
+        else:
+            kept.append(row)
+    return kept
 
 
 def write_failed(domains: list[Domain], report: dict, error: Exception, paths: Paths) -> None:

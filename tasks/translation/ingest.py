@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Iterable, Iterator
 
-from tasks.common import prepared
+from tasks.common import decision_set, prepared
+from tasks.common.decision_set import DecisionSet
 from tasks.common.errors import DataError, ParamsError
 from tasks.common.io import sha256_file
 from tasks.common.paths import DOMAINS, SPLITS, Paths
@@ -384,16 +385,48 @@ def clean_pairs(domain: Domain, pairs: Iterable[Record], min_chars: int, max_wor
 # ---------------------------------------------------------------- splitting and leakage
 
 
-def random_split(domain: Domain, kept: list[Example], fractions: SplitParams, seed: int) -> dict[str, list[Example]]:
-    """Seeded shuffle, then test and val fractions (at least one pair each, one left to train on)."""
+def random_split(domain: Domain, kept: list[Example], fractions: SplitParams, seed: int,
+                 frozen: DecisionSet | None = None) -> dict[str, list[Example]]:
+    """Seeded shuffle, then test and val fractions (at least one pair each, one left to train on).
+    With a frozen decision set, test is that set and val/train come from the shuffled pairs
+    left once its sentences are taken out: on unchanged data, the first run's splits."""
     n = len(kept)
     n_test, n_val = max(1, round(n * fractions.test_fraction)), max(1, round(n * fractions.val_fraction))
     if n - n_test - n_val < 1:
         raise DataError(f"{domain.where}: {n} usable pairs, too few for a train/val/test split (needs 3; {describe_losses(domain)})")
     shuffled = list(kept)
     random.Random(f"{seed}:{domain.name}").shuffle(shuffled)  # a string seed hashes stably
-    parts = {"test": shuffled[:n_test], "val": shuffled[n_test : n_test + n_val], "train": shuffled[n_test + n_val :]}
+    if frozen is None:
+        test, rest = shuffled[:n_test], shuffled[n_test:]
+    else:
+        test, rest = frozen_examples(frozen), without_decision_set(domain, shuffled, frozen)
+    parts = {"test": test, "val": rest[:n_val], "train": rest[n_val:]}
     return {split: sorted(parts[split], key=lambda pair: pair.order) for split in SPLITS}
+
+
+def without_decision_set(domain: Domain, pairs: list[Example], frozen: DecisionSet) -> list[Example]:
+    keys = {leak_key(row["src"]) for row in frozen.rows}
+    return prepared.take_out_decision_set(domain, pairs, lambda pair: leak_key(pair.src), keys)
+
+
+def frozen_examples(frozen: DecisionSet) -> list[Example]:
+    """The decision set's pairs as test examples (their file: the set's own, outside the input
+    accounts)."""
+    file = f"data/decision_set/{decision_set.ROWS_FILE}"
+    return [Example(file, row["id"], row["src"], row["tgt"], row["src_lang"], row["tgt_lang"], index)
+            for index, row in enumerate(frozen.rows)]
+
+
+def predefined_with_frozen(domain: Domain, frozen: DecisionSet) -> int:
+    """Predefined splits under a frozen decision set: train and val lose its sentences, test is
+    the set, and pairs of the test file that are not in it (a refreshed test file) go to train.
+    Returns how many moved."""
+    for split in ("train", "val"):
+        domain.splits[split] = without_decision_set(domain, domain.splits[split], frozen)
+    moved = without_decision_set(domain, domain.splits["test"], frozen)
+    domain.splits["train"] = sorted(domain.splits["train"] + moved, key=lambda pair: pair.order)
+    domain.splits["test"] = frozen_examples(frozen)
+    return len(moved)
 
 
 def drop_sources(domain: Domain, split: str, keys: set[str], counter: str) -> None:
@@ -458,14 +491,29 @@ def read_domain(domain: Domain, p: Params, paths: Paths) -> None:
         start += len(pairs)
 
 
-def split_domain(domain: Domain, p: Params) -> None:
+def split_domain(domain: Domain, p: Params, frozen: DecisionSet | None) -> None:
+    moved = 0
     if ALL in domain.buckets:
         if not domain.buckets[ALL]:
             raise DataError(f"{domain.where}: no usable pairs ({describe_losses(domain)})")
-        domain.splits = random_split(domain, domain.buckets[ALL], p.data.split, p.seed)
+        domain.splits = random_split(domain, domain.buckets[ALL], p.data.split, p.seed, frozen)
     else:
         domain.splits = {split: list(domain.buckets[split]) for split in SPLITS}
+        if frozen is not None:
+            moved = predefined_with_frozen(domain, frozen)
+    if frozen is not None:
+        domain.decision = frozen.report(in_data=domain.counts[prepared.IN_DECISION_SET], moved_to_train=moved)
     remove_leaks(domain)
+
+
+def frozen_set(p: Params, paths: Paths) -> DecisionSet | None:
+    """The workspace's frozen decision set (data.split.freeze_test), checked against the target's languages."""
+    frozen = decision_set.load(paths) if p.data.split.freeze_test else None
+    if frozen is not None:
+        languages = p.data.target.languages
+        decision_set.check_fits(frozen, "src_lang", {languages.src}, "data.target.languages.src")
+        decision_set.check_fits(frozen, "tgt_lang", {languages.tgt}, "data.target.languages.tgt")
+    return frozen
 
 
 def domain_report(domain: Domain) -> dict:
@@ -487,6 +535,7 @@ def domain_report(domain: Domain) -> dict:
         "quarantined": {"total": sum(quarantined.values()), "by_reason": quarantined},
         "duplicates": {"total": sum(duplicates.values()), **duplicates},
         "leakage_removed": {"total": sum(leakage.values()), **leakage},
+        **({"decision_set": domain.decision} if domain.decision else {}),
         "splits": {split: {"rows": len(domain.splits.get(split, []))} for split in SPLITS},
         "files": prepared.file_accounts(domain, kept_rows),
         "long_records": domain.long_records.report(),
@@ -512,19 +561,24 @@ def run(p: Params, paths: Paths) -> dict:
     """Read, clean, split and write both language pairs; returns the report (reports/data.json).
     An input that cannot be read stops before anything is written; pairs that were read but
     leave a split empty still write the quarantine file and the report."""
+    frozen = frozen_set(p, paths)
     domains = [Domain(name, getattr(p.data, name)) for name in DOMAINS]
     return prepared.ingest(
         domains,
         read=lambda domain: read_domain(domain, p, paths),
-        split=lambda domain: split_domain(domain, p),
-        finish=finish,
+        split=lambda domain: split_domain(domain, p, frozen if domain.name == "target" else None),
+        finish=lambda done: finish(done, paths, frozen),
         build_report=lambda done: build_report(done, p, paths),
         paths=paths,
     )
 
 
-def finish(domains: list[Domain]) -> None:
+def finish(domains: list[Domain], paths: Paths, frozen: DecisionSet | None) -> None:
     source, target = domains
     remove_cross_domain_leaks(source, target)
     for domain in domains:
         check_splits(domain)
+    if frozen is None:  # the first run (or freeze_test off): the test split it drew is the set
+        rows = [pair.output() for pair in target.splits["test"]]
+        languages = {"src": target.src_lang, "tgt": target.tgt_lang}
+        target.decision = decision_set.save(paths, rows, {"languages": languages}).report(in_data=len(rows))

@@ -68,7 +68,7 @@ def test_same_params_and_data_give_identical_bytes(tmp_path, source, target_spec
     run(params, first)
     run(params, second)
     files = sorted(p.relative_to(first.root) for p in first.root.rglob("*") if p.is_file())
-    assert len(files) == 8  # 6 splits, quarantine, report
+    assert len(files) == 10  # 6 splits, quarantine, report, the decision set and its record
     for name in files:
         assert (first.root / name).read_bytes() == (second.root / name).read_bytes(), name
 

@@ -198,8 +198,7 @@ def test_min_steps_floors_a_small_budget_and_max_steps_still_caps():
     assert capped_steps(floored, 512, 16) == 320  # past the floor: epochs decide
     assert capped_steps(floored, 2083, 16) == 400  # and the cap still holds
     assert capped_steps(TrainParams(epochs=1.0, min_steps=30, batch_size=16), 64, 16) == 30  # no cap
-    with pytest.raises(ValueError, match=r"min_steps \(500\) is more than max_steps \(400\)"):
-        TrainParams(max_steps=400, min_steps=500)
+    assert capped_steps(TrainParams(epochs=1.0, max_steps=6, min_steps=150, batch_size=16), 32, 16) == 6  # the cap wins
 
 
 def test_freeze_layers_beyond_depth_is_a_clear_error(workspace, params):

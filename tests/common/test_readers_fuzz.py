@@ -135,7 +135,7 @@ def fuzz_ingest(content: bytes, suffix: str) -> None:
                     dropped = sum(account["quarantined"].values()) + sum(account["dropped"].values())
                     assert account["rows_read"] == account["kept"] + dropped
         written = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
-        allowed = ("inputs/", "ws/data/prepared/", "ws/reports/data.json")
+        allowed = ("inputs/", "ws/data/prepared/", "ws/data/decision_set/", "ws/reports/data.json")
         assert all(name.startswith(allowed) for name in written), written
         assert target.read_bytes() == content  # the input is never touched
 

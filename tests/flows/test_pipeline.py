@@ -44,7 +44,9 @@ if name == "evaluate":
     for path, data in {
         "metrics/scores.json": {"transfer": {"f1_macro": 0.8123, "support": 40},
                                         "target_only": {"f1_macro": 0.6543, "support": 40}},
-        "metrics/transfer.json": {"transfer": 0.8123, "gain_over": {"target_only": 0.158},
+        "metrics/transfer.json": {"metric": "f1_macro", "transfer": 0.8123, "baselines": {"target_only": 0.6543},
+                                  "gain_over": {"target_only": 0.158}, "verdict": {"target_only": "helps"},
+                                  "interval": {"target_only": {"low": 0.12, "high": 0.195, "confidence": 0.95}},
                                   "headline": ["transfer vs target_only at all labels: helps (gain +15.8 F1 points)"],
                                   "curve": {"target_only": "transfer vs target_only: helps at 32-all labels"}},
         "reports/data.json": {"source": {"rows_read": 200, "kept": 187}, "target": {"rows_read": 200}},
@@ -210,11 +212,17 @@ def test_artifact_and_summary_carry_the_metrics(project: Path, prefect_harness):
 
     code, text = fp.cli(["--root", str(project)])
     assert code == 0
-    assert "evaluate" in text and "0.8123" in text and "0.6543" in text
-    # the verdicts lead the metrics, in the summary and the artifact
-    assert text.index("at all labels: helps (gain +15.8 F1 points)") < text.index("0.8123")
+    # the transfer table leads (each model's score, the gain with its interval and verdict),
+    # then the verdict sentences, then the stages; no dump of every metric row
+    lines = text.splitlines()
+    assert lines[0].split() == ["model", "score", "transfer's", "gain", "[95", "%", "CI]", "verdict"]
+    assert lines[1].split() == ["transfer", "f1_macro", "0.8123"]
+    assert lines[2].split() == ["target_only", "f1_macro", "0.6543", "+15.8", "[+12.0,", "+19.5]", "helps"]
+    assert text.index("at all labels: helps (gain +15.8 F1 points)") < text.index("evaluate")
+    assert "support" not in text and text.count("0.6543") == 1
 
     markdown = Artifact.get(fp.ARTIFACT_KEY).data
+    assert markdown.index("| target_only | f1_macro 0.6543 | +15.8 [+12.0, +19.5] | helps |") < markdown.index("## Stages")
     for expected in ("| transfer | f1_macro | 0.8123 |", "| target_only | f1_macro | 0.6543 |",
                      "| gain_over | target_only | 0.158 |", "| source | rows_read | 200 |",
                      "| source | kept | 187 |", "| parity | max_abs_logit_diff | 0.00042 |",

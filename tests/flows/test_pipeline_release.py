@@ -70,7 +70,8 @@ def test_first_run_publishes_then_up_to_date_then_a_loser_is_kept_out_and_a_winn
     decision.write_text("promote")
     code, text = fp.cli(["--root", str(root), "--release"])
     assert code == 0
-    assert text.splitlines()[0] == "release: promoted the challenger over v1.0.0: gain +2.50 macro-F1; published v2.0.0 as prod"
+    assert text.splitlines()[:2] == ["release: promoted the challenger over v1.0.0: gain +2.50 macro-F1; published v2.0.0 as prod",
+                                     "champion: v2.0.0"]
     assert release.champion(root).version == "v2.0.0"
     assert "**Release:** promoted the challenger over v1.0.0" in Artifact.get(fp.ARTIFACT_KEY).data
 
@@ -93,3 +94,39 @@ def test_without_a_git_identity_the_release_step_says_so_before_anything(project
     code, text = fp.cli(["--root", str(root), "--release"])
     assert code == 1 and text.startswith("error: release: git has no user.name/user.email in ")
     assert release.versions(root) == []
+
+
+def test_a_transient_release_failure_is_retried_and_a_permanent_one_is_not(project, prefect_harness, monkeypatch):
+    root, _ = project
+    real_publish, calls = release.publish, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise release.ReleaseError("dvc push failed: Unable to acquire lock. Most likely another DVC process is running",
+                                       transient=True)
+        return real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(fp.registry, "publish", flaky)
+    row = release_row(fp.pipeline(root=str(root), release=True))
+    assert row["line"] == "no champion yet: published v1.0.0 as prod" and len(calls) == 2
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise release.ReleaseError("dvc push failed: remote 'store' is not a directory")
+
+    monkeypatch.setattr(fp.registry, "publish", broken)
+    (root / "input.txt").write_text("third\n")
+    calls.clear()
+    (Path(os.environ["FAKE_DECISION"])).write_text("promote")
+    code, text = fp.cli(["--root", str(root), "--release"])
+    assert (code, text) == (1, "error: release: dvc push failed: remote 'store' is not a directory") and len(calls) == 1
+    assert release.champion(root).version == "v1.0.0", "the champion keeps serving"
+
+
+def test_what_a_tool_says_decides_whether_a_release_failure_is_transient():
+    for said in ("Unable to acquire lock", "fatal: Unable to create '/r/.git/index.lock': File exists",
+                 "Connection reset by peer", "Read timed out", "503 Service Unavailable"):
+        assert release.TRANSIENT.search(said), said
+    for said in ("remote 'store' is not a directory", "no DVC remote configured", "Permission denied"):
+        assert not release.TRANSIENT.search(said), said

@@ -93,7 +93,8 @@ def test_any_bytes_in_aligned_files_end_in_outputs_or_one_line(src, tgt):
         except PipelineError as err:
             assert "\n" not in str(err).strip()
         written = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
-        assert all(name.startswith(("src/", "in/", "ws/data/prepared/", "ws/reports/data.json")) for name in written), written
+        outputs = ("src/", "in/", "ws/data/prepared/", "ws/data/decision_set/", "ws/reports/data.json")
+        assert all(name.startswith(outputs) for name in written), written
         assert (root / "in" / "pairs.en").read_bytes() == src
 
 
