@@ -400,6 +400,7 @@ def frozen_set(p: Params, paths: Paths) -> DecisionSet | None:
     """The workspace's frozen decision set (data.split.freeze_test), checked against task.labels."""
     frozen = decision_set.load(paths) if p.data.split.freeze_test else None
     if frozen is not None:
+        decision_set.note_drawn_with(paths, decision_set.drawn_with(p))
         decision_set.check_fits(frozen, "label", set(p.task.labels), "task.labels")
     return frozen
 
@@ -428,4 +429,4 @@ def finish(domains: list[Domain], p: Params, paths: Paths, frozen: DecisionSet |
         check_splits(domain)
     if frozen is None:  # the first run (or freeze_test off): the test split it drew is the set
         rows = [example.output() for example in target.splits["test"]]
-        target.decision = decision_set.save(paths, rows, {"labels": list(p.task.labels)}).report(in_data=len(rows))
+        target.decision = decision_set.save(paths, rows, {"labels": list(p.task.labels), **decision_set.drawn_with(p)}).report(in_data=len(rows))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -26,6 +27,7 @@ from typing import Optional
 from tasks.common.errors import DataError
 from tasks.common.io import atomic_dir, read_jsonl, write_json_atomic, write_jsonl_atomic
 from tasks.common.paths import Paths
+from tasks.params import Params
 
 ROWS_FILE = "target_test.jsonl"
 META_FILE = "decision_set.json"
@@ -78,6 +80,21 @@ def save(paths: Paths, rows: list[dict], describe: dict) -> DecisionSet:
         digest = file_sha256(tmp / ROWS_FILE)
         write_json_atomic(tmp / META_FILE, {"rows": len(rows), "sha256": digest, **describe})
     return DecisionSet(rows, digest, created=True)
+
+
+def drawn_with(p: Params) -> dict:
+    """The split params a decision set is drawn with (recorded with it; a later run with others says so)."""
+    return {"seed": p.seed, "test_fraction": p.data.split.test_fraction}
+
+
+def note_drawn_with(paths: Paths, drawn_with: dict) -> None:
+    """A frozen set was drawn with other split params (seed, test_fraction) than this run's: it
+    is kept all the same, and the run says so, with the way to draw a new one."""
+    meta = json.loads((paths.decision_set / META_FILE).read_text())
+    changed = [f"{key} {meta[key]} -> {value}" for key, value in drawn_with.items() if key in meta and meta[key] != value]
+    if changed:
+        print(f"ingest: note: the frozen decision set was drawn with other split params ({', '.join(changed)}); "
+              f"it is kept (test rows do not move); to draw a new one: {RESET}", file=sys.stderr)
 
 
 def check_fits(frozen: DecisionSet, field: str, allowed: set, what: str) -> None:

@@ -510,6 +510,7 @@ def frozen_set(p: Params, paths: Paths) -> DecisionSet | None:
     """The workspace's frozen decision set (data.split.freeze_test), checked against the target's languages."""
     frozen = decision_set.load(paths) if p.data.split.freeze_test else None
     if frozen is not None:
+        decision_set.note_drawn_with(paths, decision_set.drawn_with(p))
         languages = p.data.target.languages
         decision_set.check_fits(frozen, "src_lang", {languages.src}, "data.target.languages.src")
         decision_set.check_fits(frozen, "tgt_lang", {languages.tgt}, "data.target.languages.tgt")
@@ -567,13 +568,13 @@ def run(p: Params, paths: Paths) -> dict:
         domains,
         read=lambda domain: read_domain(domain, p, paths),
         split=lambda domain: split_domain(domain, p, frozen if domain.name == "target" else None),
-        finish=lambda done: finish(done, paths, frozen),
+        finish=lambda done: finish(done, p, paths, frozen),
         build_report=lambda done: build_report(done, p, paths),
         paths=paths,
     )
 
 
-def finish(domains: list[Domain], paths: Paths, frozen: DecisionSet | None) -> None:
+def finish(domains: list[Domain], p: Params, paths: Paths, frozen: DecisionSet | None) -> None:
     source, target = domains
     remove_cross_domain_leaks(source, target)
     for domain in domains:
@@ -581,4 +582,4 @@ def finish(domains: list[Domain], paths: Paths, frozen: DecisionSet | None) -> N
     if frozen is None:  # the first run (or freeze_test off): the test split it drew is the set
         rows = [pair.output() for pair in target.splits["test"]]
         languages = {"src": target.src_lang, "tgt": target.tgt_lang}
-        target.decision = decision_set.save(paths, rows, {"languages": languages}).report(in_data=len(rows))
+        target.decision = decision_set.save(paths, rows, {"languages": languages, **decision_set.drawn_with(p)}).report(in_data=len(rows))

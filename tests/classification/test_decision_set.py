@@ -120,3 +120,13 @@ def test_the_command_shows_and_resets(inputs, tmp_path):
     assert not workspace.decision_set.exists()
     bad = subprocess.run(command + ["--now"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and bad.stderr.startswith("error:") and len(bad.stderr.splitlines()) == 1
+
+
+def test_other_split_params_keep_the_set_and_say_so(inputs, workspace, capsys):
+    source, target, _ = inputs
+    run(make_params(source, target), workspace)
+    before = splits(workspace)["test"]
+    run(make_params(source, target, data={"split": {"test_fraction": 0.3}}, seed=7), workspace)
+    assert splits(workspace)["test"] == before
+    note = capsys.readouterr().err
+    assert "drawn with other split params (seed 42 -> 7, test_fraction 0.2 -> 0.3)" in note and "--reset" in note
