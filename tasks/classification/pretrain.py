@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import tempfile
 
+import transformers
 from datasets import DatasetDict
 from transformers import (
     AutoModelForMaskedLM,
@@ -105,6 +106,10 @@ def require_labels(splits: DatasetDict, mode: str) -> None:
 
 
 def run(p: Params, paths: Paths) -> dict:
+    # The fresh parts (the head; a scratch encoder; an MLM head the init lacks) start from the
+    # seed, not from whatever the process drew before: the same params give the same model in
+    # one process as in another, and a resumed run ends where an uninterrupted one does.
+    transformers.set_seed(p.seed)
     splits, tokenizer = load_tokenized(paths, "source")
     mode = p.pretrain.mode
     log: dict = {"mode": mode, "init": p.model.init, "source_train_rows": len(splits["train"])}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from transformers import set_seed
+
 from tasks.common.models import save_model
 from tasks.common.paths import Paths
 from tasks.params import Params
@@ -10,6 +12,7 @@ from tasks.translation.train import load_pairs, train_translator
 
 
 def run(p: Params, paths: Paths) -> dict:
+    set_seed(p.seed)  # a scratch translator starts from the seed, whatever the process drew before
     splits, tokenizer = load_pairs(paths, "source")
     model = new_translator(p, tokenizer)
     model, result = train_translator(model, splits, tokenizer, p.pretrain, p, paths, "pretrain", None)

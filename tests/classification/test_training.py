@@ -95,8 +95,19 @@ def test_pretrain_resumes_from_the_latest_checkpoint_after_a_kill(workspace, par
     monkeypatch.setattr(Trainer, "training_step", original)
     counted = []
     monkeypatch.setattr(Trainer, "training_step", lambda self, *a, **k: counted.append(1) or original(self, *a, **k))
-    pretrain.run(p, workspace)
+    resumed_log = pretrain.run(p, workspace)
     assert len(counted) == 4, "the re-run must resume at step 4, not start over"
+    resumed = snapshot(load_source(workspace), "")
+    # The same run uninterrupted (the finished run left no checkpoint): the Trainer restored the
+    # RNG state and the data order at step 4, so the model and its metrics are the same.
+    counted.clear()
+    straight_log = pretrain.run(p, workspace)
+    assert len(counted) == 8
+    straight = snapshot(load_source(workspace), "")
+    assert resumed.keys() == straight.keys()
+    assert all(torch.allclose(resumed[k], straight[k], atol=1e-6) for k in resumed), "resumed weights differ"
+    scores = ("eval_loss", "eval_accuracy", "eval_f1_macro")
+    assert [resumed_log["val"][k] for k in scores] == pytest.approx([straight_log["val"][k] for k in scores], abs=1e-6)
 
 
 def test_mlm_pretrain_then_finetune_gets_a_fresh_head(workspace, params):
