@@ -392,6 +392,10 @@ def report_markdown(root: Path, results: list[dict]) -> str:
     parts += [f"**Release:** {line}", ""] if (line := release_line(results)) else []
     if table := transfer_rows(transfer):
         parts += ["## Does transfer help?", "", markdown_table(TRANSFER_HEADER, table), "", *verdicts, ""]
+    if (said := data_line(results)) is not None:
+        changes = next(r.get("data_changes") for r in results if r["stage"] == "ingest")
+        parts += ["## What changed in the data", "", said, ""]
+        parts += [markdown_table(("domain", "split", "rows", "labels"), changes), ""] if changes else []
     parts += ["## Stages", "",
              markdown_table(("stage", "status", "seconds", "attempts"),
                             [(r["stage"], r["status"], r["seconds"], r["attempts"]) for r in results])]
@@ -433,6 +437,49 @@ def transfer_rows(transfer: dict) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def data_changes(before: dict | None, after: dict | None) -> list[tuple[str, str, str, str]] | None:
+    """What this run's ingest changed, from reports/data.json before and after: (domain, split,
+    rows before -> after, label counts before -> after) per split that changed (net counts).
+    None when there was no earlier report (a first build) or none now."""
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return None
+    changes = []
+    for domain in ("source", "target"):
+        for split in ("train", "val", "test"):
+            old, new = split_counts(before, domain, split), split_counts(after, domain, split)
+            if old != new:
+                rows_old, rows_new = old.get("rows", 0), new.get("rows", 0)
+                changes.append((domain, split, f"{rows_old} -> {rows_new} ({rows_new - rows_old:+d})",
+                                label_changes(old.get("labels") or {}, new.get("labels") or {})))
+    return changes
+
+
+def split_counts(report: dict, domain: str, split: str) -> dict:
+    entry = ((report.get(domain) or {}).get("splits") or {}).get(split)
+    return entry if isinstance(entry, dict) else {}
+
+
+def label_changes(old: dict, new: dict) -> str:
+    """E.g. "negative 600 -> 620, positive 858 -> 878": the classes whose counts moved."""
+    labels = list(old) + [label for label in new if label not in old]
+    return ", ".join(f"{label} {old.get(label, 0)} -> {new.get(label, 0)}" for label in labels
+                     if old.get(label, 0) != new.get(label, 0))
+
+
+def data_line(results: list[dict]) -> str | None:
+    """One line on what the data did: first build, unchanged, or what changed per split."""
+    ingest = next((r for r in results if r["stage"] == "ingest"), None)
+    if ingest is None or "data_changes" not in ingest:
+        return None
+    changes = ingest["data_changes"]
+    if changes is None:
+        return "data: first build (no earlier reports/data.json to compare with)"
+    if not changes:
+        return "data: unchanged"
+    return "data: " + "; ".join(f"{domain} {split} {rows}" + (f" [{labels}]" if labels else "")
+                                for domain, split, rows, labels in changes)
+
+
 def release_line(results: list[dict]) -> str | None:
     """The champion / challenger decision of a --release run, if it had one."""
     return next((r["line"] for r in results if r["stage"] == "release"), None)
@@ -457,6 +504,7 @@ def summary_text(root: Path, results: list[dict]) -> str:
     if table := transfer_rows(transfer):
         lines += aligned([TRANSFER_HEADER, *table])
     lines += verdict_lines(transfer)
+    lines += ["", said] if (said := data_line(results)) else []
     lines += ["", *aligned([("stage", "status", "seconds", "attempts")]
                          + [(r["stage"], r["status"], f"{r['seconds']:.1f}", str(r["attempts"])) for r in results])]
     lines += ["", f"every figure: metrics/*.json, reports/data.json and the Prefect artifact '{ARTIFACT_KEY}'"]
@@ -524,7 +572,11 @@ def pipeline(root: str = ".", force: bool = False, release: bool = False, log_su
     check_inputs(workspace)
     stages = stage_order(workspace)
     log.info("stages from dvc.yaml: %s", " -> ".join(stages))
+    data_before = read_json(workspace / DATA_REPORT[1])
     results = [run_stage(str(workspace), stage, force) for stage in stages]
+    for result in results:
+        if result["stage"] == "ingest":
+            result["data_changes"] = data_changes(data_before, read_json(workspace / DATA_REPORT[1]))
     if release:
         results.append({"stage": "release", "status": "decided", "seconds": 0.0, "attempts": 1,
                         **release_step(str(workspace))})

@@ -4,6 +4,7 @@ params, the metrics artifact and DVC lock collisions."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -281,3 +282,21 @@ def test_concurrent_dvc_repro_is_reported(project: Path, control: Path, prefect_
     message = str(failure.value)
     assert f"another pipeline run holds the DVC lock of {project}" in message
     assert f"PID {other.pid}" in message and "\n" not in message
+
+
+def test_the_summary_says_what_changed_in_the_data(tmp_path):
+    before = {"source": {"splits": {"train": {"rows": 100, "labels": {"negative": 50, "positive": 50}}}},
+              "target": {"splits": {"train": {"rows": 40, "labels": {"negative": 20, "positive": 20}},
+                                    "test": {"rows": 10, "labels": {"negative": 5, "positive": 5}}}}}
+    after = json.loads(json.dumps(before))
+    after["target"]["splits"]["train"] = {"rows": 52, "labels": {"negative": 20, "positive": 30, "neutral": 2}}
+    assert fp.data_changes(before, before) == []
+    assert fp.data_changes(None, after) is None
+    changes = fp.data_changes(before, after)
+    assert changes == [("target", "train", "40 -> 52 (+12)", "positive 20 -> 30, neutral 0 -> 2")]
+    results = [{"stage": "ingest", "status": "ran", "seconds": 1.0, "attempts": 1, "data_changes": changes}]
+    text = fp.summary_text(tmp_path, results)
+    assert "data: target train 40 -> 52 (+12) [positive 20 -> 30, neutral 0 -> 2]" in text
+    assert "| target | train | 40 -> 52 (+12) | positive 20 -> 30, neutral 0 -> 2 |" in fp.report_markdown(tmp_path, results)
+    results[0]["data_changes"] = []
+    assert "data: unchanged" in fp.summary_text(tmp_path, results)
