@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -31,6 +32,7 @@ from tasks.common.paths import Paths
 from tasks.params import Params, TrainParams
 
 FINGERPRINT_FILE = "run_fingerprint.json"
+TRAINER_STATE = "trainer_state.json"  # the last file of a checkpoint the Trainer writes
 
 
 def pick_device(preference: str) -> torch.device:
@@ -142,7 +144,20 @@ def resumable_checkpoint(job: TrainJob) -> Optional[str]:
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
     marker.write_text(wanted)
-    return get_last_checkpoint(str(directory))
+    return latest_complete_checkpoint(directory)
+
+
+def latest_complete_checkpoint(directory: Path) -> Optional[str]:
+    """The newest checkpoint the Trainer finished writing. It writes a checkpoint in place
+    (weights, optimizer, RNG state, then trainer_state.json last), so a kill -9 mid-save leaves a
+    folder without a readable trainer_state.json: removed, and the one before it is resumed."""
+    while (latest := get_last_checkpoint(str(directory))) is not None:
+        try:
+            json.loads((Path(latest) / TRAINER_STATE).read_text())
+            return latest
+        except (OSError, ValueError):
+            shutil.rmtree(latest)
+    return None
 
 
 def train(model: PreTrainedModel, job: TrainJob) -> Trainer:
@@ -162,7 +177,11 @@ def train(model: PreTrainedModel, job: TrainJob) -> Trainer:
         callbacks=callbacks,
         optimizers=(job.optimizer, None),
     )
-    trainer.train(resume_from_checkpoint=resumable_checkpoint(job))
+    checkpoint = resumable_checkpoint(job)
+    if checkpoint:
+        print(f"{job.checkpoint_dir.name}: resuming from {Path(checkpoint).name} "
+              "(an interrupted run with the same params and data)", file=sys.stderr, flush=True)
+    trainer.train(resume_from_checkpoint=checkpoint)
     return trainer
 
 
