@@ -437,9 +437,11 @@ def transfer_rows(transfer: dict) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def data_changes(before: dict | None, after: dict | None) -> list[tuple[str, str, str, str]] | None:
+def data_changes(before: dict | None, after: dict | None, rows_before: dict | None = None,
+                 rows_after: dict | None = None) -> list[tuple[str, str, str, str]] | None:
     """What this run's ingest changed, from reports/data.json before and after: (domain, split,
-    rows before -> after, label counts before -> after) per split that changed (net counts).
+    rows before -> after, label counts before -> after) per split that changed; with the split
+    files' rows before and after (prepared_rows), also how many rows came and went.
     None when there was no earlier report (a first build) or none now."""
     if not isinstance(before, dict) or not isinstance(after, dict):
         return None
@@ -447,11 +449,44 @@ def data_changes(before: dict | None, after: dict | None) -> list[tuple[str, str
     for domain in ("source", "target"):
         for split in ("train", "val", "test"):
             old, new = split_counts(before, domain, split), split_counts(after, domain, split)
-            if old != new:
+            moved = moved_rows(rows_before, rows_after, domain, split)
+            if old != new or moved:
                 rows_old, rows_new = old.get("rows", 0), new.get("rows", 0)
-                changes.append((domain, split, f"{rows_old} -> {rows_new} ({rows_new - rows_old:+d})",
+                detail = f"+{moved[0]} added, -{moved[1]} removed" if moved else f"{rows_new - rows_old:+d}"
+                changes.append((domain, split, f"{rows_old} -> {rows_new} ({detail})",
                                 label_changes(old.get("labels") or {}, new.get("labels") or {})))
     return changes
+
+
+def prepared_rows(root: Path) -> dict[tuple[str, str], set[str]] | None:
+    """Each split file's rows (their content, not their ids, which follow input row numbers),
+    read before ingest runs (DVC deletes data/prepared first) and after; None when absent."""
+    rows: dict[tuple[str, str], set[str]] = {}
+    for domain in ("source", "target"):
+        for split in ("train", "val", "test"):
+            path = root / "data" / "prepared" / domain / f"{split}.jsonl"
+            if not path.is_file():
+                return None
+            with path.open(encoding="utf-8") as lines:
+                rows[domain, split] = {row_identity(line) for line in lines if line.strip()}
+    return rows
+
+
+def row_identity(line: str) -> str:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return line
+    return json.dumps({key: value for key, value in row.items() if key != "id"}, sort_keys=True) if isinstance(row, dict) else line
+
+
+def moved_rows(before: dict | None, after: dict | None, domain: str, split: str) -> tuple[int, int] | None:
+    """(added, removed) rows of one split, or None when either side is unknown or nothing moved."""
+    if before is None or after is None:
+        return None
+    old, new = before[domain, split], after[domain, split]
+    added, removed = len(new - old), len(old - new)
+    return (added, removed) if added or removed else None
 
 
 def split_counts(report: dict, domain: str, split: str) -> dict:
@@ -572,11 +607,15 @@ def pipeline(root: str = ".", force: bool = False, release: bool = False, log_su
     check_inputs(workspace)
     stages = stage_order(workspace)
     log.info("stages from dvc.yaml: %s", " -> ".join(stages))
-    data_before = read_json(workspace / DATA_REPORT[1])
-    results = [run_stage(str(workspace), stage, force) for stage in stages]
-    for result in results:
-        if result["stage"] == "ingest":
-            result["data_changes"] = data_changes(data_before, read_json(workspace / DATA_REPORT[1]))
+    results = []
+    for stage in stages:
+        if stage != "ingest":
+            results.append(run_stage(str(workspace), stage, force))
+            continue
+        report_before, rows_before = read_json(workspace / DATA_REPORT[1]), prepared_rows(workspace)
+        results.append(run_stage(str(workspace), stage, force))
+        results[-1]["data_changes"] = data_changes(report_before, read_json(workspace / DATA_REPORT[1]),
+                                                   rows_before, prepared_rows(workspace))
     if release:
         results.append({"stage": "release", "status": "decided", "seconds": 0.0, "attempts": 1,
                         **release_step(str(workspace))})

@@ -300,3 +300,24 @@ def test_the_summary_says_what_changed_in_the_data(tmp_path):
     assert "| target | train | 40 -> 52 (+12) | positive 20 -> 30, neutral 0 -> 2 |" in fp.report_markdown(tmp_path, results)
     results[0]["data_changes"] = []
     assert "data: unchanged" in fp.summary_text(tmp_path, results)
+
+
+def test_rows_that_came_and_went_are_counted_by_content(tmp_path):
+    def write(rows: dict[str, list[dict]]) -> None:
+        for domain in ("source", "target"):
+            for split in ("train", "val", "test"):
+                path = tmp_path / "data/prepared" / domain / f"{split}.jsonl"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("".join(json.dumps(r) + "\n" for r in rows.get(f"{domain}/{split}", [])))
+
+    report = {"target": {"splits": {"train": {"rows": 3}}}}
+    write({"target/train": [{"id": "1", "text": "a", "label": "x"}, {"id": "2", "text": "b", "label": "x"},
+                            {"id": "3", "text": "c", "label": "y"}]})
+    before = fp.prepared_rows(tmp_path)
+    # row ids shift (a row inserted above), "b" is gone, "d" and "e" are new: 2 added, 1 removed
+    write({"target/train": [{"id": "1", "text": "d", "label": "x"}, {"id": "2", "text": "a", "label": "x"},
+                            {"id": "3", "text": "c", "label": "y"}, {"id": "4", "text": "e", "label": "y"}]})
+    after_report = {"target": {"splits": {"train": {"rows": 4}}}}
+    changes = fp.data_changes(report, after_report, before, fp.prepared_rows(tmp_path))
+    assert changes == [("target", "train", "3 -> 4 (+2 added, -1 removed)", "")]
+    assert fp.prepared_rows(tmp_path / "elsewhere") is None
