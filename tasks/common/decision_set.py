@@ -121,11 +121,14 @@ def describe(paths: Paths) -> str:
 
 def reset(paths: Paths) -> str:
     """Remove the frozen set; the line says what that invalidates."""
-    frozen = load(paths) if (paths.decision_set / ROWS_FILE).exists() else None
+    try:
+        frozen = load(paths)
+    except DataError:  # an edited set: exactly what a reset is for
+        frozen = None
     if frozen is None and not paths.decision_set.exists():
         return "decision set: none to reset (the next ingest draws one)"
     shutil.rmtree(paths.decision_set)
-    shown = f"{len(frozen.rows)} rows, sha256 {frozen.sha256[:12]}" if frozen else "unreadable"
+    shown = f"{len(frozen.rows)} rows, sha256 {frozen.sha256[:12]}" if frozen else "an edited or unreadable set"
     return (f"decision set reset ({shown} removed): the next ingest draws a new target test split. Every score "
             "measured on the old one (metrics/, reports/challenge.json, the registry's figures) is no longer "
             "comparable, and the next challenge scores the champion again on the new set.")

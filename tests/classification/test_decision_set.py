@@ -97,6 +97,8 @@ def test_an_edited_set_is_refused(inputs, workspace):
     rows_file.write_text(rows_file.read_text().replace("good", "great", 1))
     with pytest.raises(DataError, match="changed by hand"):
         run(make_params(source, target), workspace)
+    assert "(an edited or unreadable set removed)" in decision_set.reset(workspace)  # the way out works on it
+    assert run(make_params(source, target), workspace)["target"]["decision_set"]["frozen"] == "drawn by this run"
 
 
 def test_freeze_test_off_redraws_each_run(inputs, workspace):
