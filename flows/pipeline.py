@@ -534,8 +534,8 @@ def summary_text(root: Path, results: list[dict]) -> str:
     the transfer table with its verdicts, then the stages. Every other figure is in the Prefect
     artifact and the metric files."""
     transfer = read_json(root / "metrics/transfer.json") or {}
-    lines = [f"release: {release_line(results)}", f"champion: {champion_of(results) or 'none'}", ""] \
-        if release_line(results) else []
+    decided = release_line(results)
+    lines = [f"release: {decided}", f"champion: {champion_of(results) or 'none'}", ""] if decided else []
     if table := transfer_rows(transfer):
         lines += aligned([TRANSFER_HEADER, *table])
     lines += verdict_lines(transfer)

@@ -396,21 +396,12 @@ def split_domain(domain: Domain, p: Params, frozen: DecisionSet | None) -> None:
     remove_leaks(domain)
 
 
-def frozen_set(p: Params, paths: Paths) -> DecisionSet | None:
-    """The workspace's frozen decision set (data.split.freeze_test), checked against task.labels."""
-    frozen = decision_set.load(paths) if p.data.split.freeze_test else None
-    if frozen is not None:
-        decision_set.note_drawn_with(paths, decision_set.drawn_with(p))
-        decision_set.check_fits(frozen, "label", set(p.task.labels), "task.labels")
-    return frozen
-
-
 def run(p: Params, paths: Paths) -> dict:
     """Read, label, clean, split and write both domains; returns the report (reports/data.json).
     An input that cannot be read stops before anything is written; data that can be read but not
     used (no usable rows, one class) still writes the quarantine file and the report."""
     check_rules(p)
-    frozen = frozen_set(p, paths)
+    frozen = decision_set.read_back(p, paths, [("label", set(p.task.labels), "task.labels")])
     domains = [Domain(name, getattr(p.data, name), labels=domain_classes(p, name)) for name in DOMAINS]
     return prepared.ingest(
         domains,
@@ -429,4 +420,4 @@ def finish(domains: list[Domain], p: Params, paths: Paths, frozen: DecisionSet |
         check_splits(domain)
     if frozen is None:  # the first run (or freeze_test off): the test split it drew is the set
         rows = [example.output() for example in target.splits["test"]]
-        target.decision = decision_set.save(paths, rows, {"labels": list(p.task.labels), **decision_set.drawn_with(p)}).report(in_data=len(rows))
+        target.decision = decision_set.freeze(p, paths, rows, {"labels": list(p.task.labels)})

@@ -87,6 +87,24 @@ def drawn_with(p: Params) -> dict:
     return {"seed": p.seed, "test_fraction": p.data.split.test_fraction}
 
 
+def read_back(p: Params, paths: Paths, fits: list[tuple[str, set, str]]) -> Optional[DecisionSet]:
+    """The workspace's frozen set for this run (None: none yet, or data.split.freeze_test off),
+    with a note when other split params drew it, and each (row field, allowed values, what)
+    of `fits` checked: the run's labels or languages."""
+    frozen = load(paths) if p.data.split.freeze_test else None
+    if frozen is not None:
+        note_drawn_with(paths, drawn_with(p))
+        for field, allowed, what in fits:
+            check_fits(frozen, field, allowed, what)
+    return frozen
+
+
+def freeze(p: Params, paths: Paths, rows: list[dict], describe: dict) -> dict:
+    """Freeze the test split this run drew (`describe`: its labels or languages); returns the
+    data report's `decision_set` entry."""
+    return save(paths, rows, {**describe, **drawn_with(p)}).report(in_data=len(rows))
+
+
 def note_drawn_with(paths: Paths, drawn_with: dict) -> None:
     """A frozen set was drawn with other split params (seed, test_fraction) than this run's: it
     is kept all the same, and the run says so, with the way to draw a new one."""

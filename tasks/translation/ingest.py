@@ -506,17 +506,6 @@ def split_domain(domain: Domain, p: Params, frozen: DecisionSet | None) -> None:
     remove_leaks(domain)
 
 
-def frozen_set(p: Params, paths: Paths) -> DecisionSet | None:
-    """The workspace's frozen decision set (data.split.freeze_test), checked against the target's languages."""
-    frozen = decision_set.load(paths) if p.data.split.freeze_test else None
-    if frozen is not None:
-        decision_set.note_drawn_with(paths, decision_set.drawn_with(p))
-        languages = p.data.target.languages
-        decision_set.check_fits(frozen, "src_lang", {languages.src}, "data.target.languages.src")
-        decision_set.check_fits(frozen, "tgt_lang", {languages.tgt}, "data.target.languages.tgt")
-    return frozen
-
-
 def domain_report(domain: Domain) -> dict:
     """The domain's counts; before the split (a fatal error) its usable pairs count as kept."""
     kept_rows = [pair for rows in (domain.splits or domain.buckets).values() for pair in rows]
@@ -562,7 +551,9 @@ def run(p: Params, paths: Paths) -> dict:
     """Read, clean, split and write both language pairs; returns the report (reports/data.json).
     An input that cannot be read stops before anything is written; pairs that were read but
     leave a split empty still write the quarantine file and the report."""
-    frozen = frozen_set(p, paths)
+    languages = p.data.target.languages
+    frozen = decision_set.read_back(p, paths, [("src_lang", {languages.src}, "data.target.languages.src"),
+                                               ("tgt_lang", {languages.tgt}, "data.target.languages.tgt")])
     domains = [Domain(name, getattr(p.data, name)) for name in DOMAINS]
     return prepared.ingest(
         domains,
@@ -581,5 +572,4 @@ def finish(domains: list[Domain], p: Params, paths: Paths, frozen: DecisionSet |
         check_splits(domain)
     if frozen is None:  # the first run (or freeze_test off): the test split it drew is the set
         rows = [pair.output() for pair in target.splits["test"]]
-        languages = {"src": target.src_lang, "tgt": target.tgt_lang}
-        target.decision = decision_set.save(paths, rows, {"languages": languages, **decision_set.drawn_with(p)}).report(in_data=len(rows))
+        target.decision = decision_set.freeze(p, paths, rows, {"languages": {"src": target.src_lang, "tgt": target.tgt_lang}})
