@@ -47,8 +47,9 @@ ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 DECODER_WITH_PAST_FILE = "decoder_with_past.onnx"
 GRAPH_FILES = (ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE)
-NEG = np.float32(-1.0e9)
-SMALL_ROW = 256  # top_k: rows this narrow are sorted outright  # transformers' "never pick this beam" offset, in float32 like it
+NEG = np.float32(-1.0e9)  # transformers' "never pick this beam" offset, in float32 like it
+SMALL_ROW = 256  # top_k: rows this narrow are sorted outright
+TOP_K_GROUPS = 64  # top_k: a wide row is read as this many rows of columns
 
 
 def self_names(prefix: str, layers: int) -> list[str]:
@@ -77,33 +78,59 @@ def block_repeated_ngrams(scores: np.ndarray, sequences: np.ndarray, size: int) 
     length = sequences.shape[1]
     if size < 1 or length < size:  # no complete n-gram yet
         return
-    windows = np.lib.stride_tricks.sliding_window_view(sequences, size, axis=1)  # (rows, length-size+1, size)
-    prefix = sequences[:, length - size + 1 :]  # each row's last size-1 tokens
-    rows, starts = np.nonzero((windows[:, :, :-1] == prefix[:, None, :]).all(axis=-1))
-    scores[rows, windows[rows, starts, -1]] = -np.inf
+    starts = length - size + 1  # n-grams in each row; the last size-1 tokens are the prefix to match
+    match = np.ones((sequences.shape[0], starts), dtype=bool)
+    for offset in range(size - 1):  # n-gram positions compared one at a time: no window views
+        match &= sequences[:, offset : offset + starts] == sequences[:, starts + offset, None]
+    rows, first = np.nonzero(match)
+    scores[rows, sequences[rows, first + size - 1]] = -np.inf
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    """Over the last axis, in float32; in place when `logits` is float32 already (a step's
+    logits are a fresh array that nothing else reads: no copy of batch x beams x vocab)."""
+    scores = logits.astype(np.float32, copy=False)
+    scores -= scores.max(axis=-1, keepdims=True)
+    scores -= np.log(np.exp(scores).sum(axis=-1, keepdims=True))
+    return scores
+
+
+def sorted_top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    index = np.argsort(-scores, axis=-1, kind="stable")[:, :k]
+    return scores[np.arange(len(scores))[:, None], index], index
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Like torch.topk along the last axis of a 2-D array: the k largest, best first, ties by lower
-    index. On a wide row (batch x beams x vocab scores) a partition finds them in one linear pass
-    (a full sort was most of a beam step); rows with a tie at the k-th value are sorted in full,
-    and so are narrow rows (the 2 x beams candidates), where a sort is the cheaper call."""
-    rows = np.arange(scores.shape[0])[:, None]
-    if scores.shape[-1] <= max(4 * k, SMALL_ROW):
-        index = np.argsort(-scores, axis=-1, kind="stable")[:, :k]
-        return scores[rows, index], index
-    index = np.sort(np.argpartition(-scores, k - 1, axis=-1)[:, :k], axis=-1)
-    kth = scores[rows, index].min(axis=-1, keepdims=True)
-    tied = (scores >= kth).sum(axis=-1) > k  # more candidates than places: lower index wins
-    if tied.any():
-        index[tied] = np.argsort(-scores[tied], axis=-1, kind="stable")[:, :k]
-    index = index[rows, np.argsort(-scores[rows, index], axis=-1, kind="stable")]
-    return scores[rows, index], index
+    index. Narrow rows (the 2 x beams candidates) are sorted outright. A wide row (beams x vocab
+    scores) is cut down first, as a grid of `groups` rows: its k-th largest column maximum is a
+    value at least k scores reach, so only columns reaching it can hold the top k, and of their
+    scores only those reaching it; those few are sorted in full. Every step is whole-array work
+    over all rows; a partition of the whole row was most of a beam step at batch 32."""
+    rows, width = scores.shape
+    if width <= max(4 * k, SMALL_ROW):
+        return sorted_top_k(scores, k)
+    groups = min(TOP_K_GROUPS, width // k)  # at least k columns
+    stride = -(-width // groups)
+    grid = scores
+    if stride * groups != width:  # pad to a full grid with scores that never win
+        grid = np.full((rows, stride * groups), -np.inf, dtype=scores.dtype)
+        grid[:, :width] = scores
+    grid = grid.reshape(rows, groups, stride)
+    column_max = grid.max(axis=1)
+    if np.isnan(column_max).any():  # a NaN hides its column's other scores from the compare
+        return sorted_top_k(scores, k)
+    floor = -np.partition(-column_max, k - 1, axis=-1)[:, k - 1]
+    row, column = np.nonzero(column_max >= floor[:, None])
+    values = grid[row, :, column]  # (candidate columns, groups)
+    index = column[:, None] + stride * np.arange(groups)
+    row = np.broadcast_to(row[:, None], values.shape)
+    keep = (values >= floor[row]) & (index < width)
+    values, index, row = values[keep], index[keep], row[keep]
+    order = np.lexsort((index, -values, row))  # by row, best first, ties by lower index
+    starts = np.searchsorted(row[order], np.arange(rows))
+    picked = order[starts[:, None] + np.arange(k)]
+    return values[picked], index[picked]
 
 
 def gather_beams(tensor: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -240,8 +267,9 @@ class OnnxTranslator:
     def process(self, scores: np.ndarray, sequences: np.ndarray, max_length: int, options: dict) -> np.ndarray:
         """transformers' logits processors, in its order: repetition penalty, no-repeat n-grams,
         suppressed tokens (single-token bad_words_ids, suppress_tokens), forced_eos_token_id at
-        the last position. `sequences` are the decoder ids so far, the start token included."""
-        scores = scores.astype(np.float32, copy=True)
+        the last position. `sequences` are the decoder ids so far, the start token included.
+        In place when `scores` is float32: each step's scores are a fresh array."""
+        scores = scores.astype(np.float32, copy=False)
         cur_len = sequences.shape[1]
         penalty = options.get("repetition_penalty", 1.0)
         if penalty != 1.0:
@@ -305,7 +333,7 @@ class OnnxTranslator:
         while True:
             batch = len(s.rows)
             so_far = s.running[:, :, :cur_len].reshape(batch * beams, cur_len)
-            log_probs = self.process(log_softmax(logits.astype(np.float32)), so_far, max_length, options)
+            log_probs = self.process(log_softmax(logits), so_far, max_length, options)
             vocab = log_probs.shape[-1]
             total = (log_probs.reshape(batch, beams, vocab) + s.running_scores[:, :, None]).reshape(batch, -1)
             top_scores, top_index = top_k(total, keep)

@@ -242,8 +242,9 @@ def test_defaults_decode_as_the_evaluate_stage_and_an_argument_overrides_one_set
 
 
 def test_top_k_matches_a_full_stable_sort_with_ties():
-    """Wide rows take the partition path (with and without a tie at the k-th value), narrow
-    rows the sort; all give torch.topk's order: best first, ties by lower index."""
+    """Wide rows take the grid path (widths that fill a grid and widths that need padding, a tie
+    at the k-th value, rows of -inf, a NaN), narrow rows the sort; all give torch.topk's order:
+    best first, ties by lower index."""
     import numpy as np
 
     from serving.translator import top_k
@@ -251,12 +252,40 @@ def test_top_k_matches_a_full_stable_sort_with_ties():
     rng = np.random.default_rng(0)
     tied = rng.integers(0, 6, size=(32, 600)).astype(np.float32)  # ties everywhere, at the k-th place too
     tied[::7, 5:] = -np.inf
-    distinct = rng.standard_normal((32, 600)).astype(np.float32)
-    for scores in (tied, distinct, tied[:, :40]):
+    distinct = rng.standard_normal((32, 640)).astype(np.float32)
+    blocked = distinct.copy()
+    blocked[3] = -np.inf
+    blocked[5, rng.integers(0, 640, 300)] = -np.inf
+    with_nan = tied.copy()
+    with_nan[2, 7] = np.nan
+    for scores in (tied, distinct, blocked, with_nan, tied[:, :40], tied[:, :333]):
         for k in (1, 3, 8, 40):
             values, index = top_k(scores, k)
             expected = np.argsort(-scores, axis=-1, kind="stable")[:, :k]
-            assert (index == expected).all() and (values == np.take_along_axis(scores, expected, axis=-1)).all()
+            assert (index == expected).all()
+            assert np.array_equal(values, np.take_along_axis(scores, expected, axis=-1), equal_nan=True)
+
+
+def test_block_repeated_ngrams_matches_a_loop_over_rows():
+    import numpy as np
+
+    from serving.translator import block_repeated_ngrams
+
+    def reference(scores, sequences, size):
+        for row, tokens in enumerate(sequences.tolist()):
+            prefix = tokens[len(tokens) - size + 1 :] if size > 1 else []
+            for start in range(len(tokens) - size + 1):
+                if tokens[start : start + size - 1] == prefix:
+                    scores[row, tokens[start + size - 1]] = -np.inf
+
+    rng = np.random.default_rng(1)
+    for size in (1, 2, 3, 4):
+        for length in (0, 1, 3, 9):
+            sequences = rng.integers(0, 4, size=(5, length))  # few token values: many repeats
+            got, expected = np.zeros((5, 6)), np.zeros((5, 6))
+            block_repeated_ngrams(got, sequences, size)
+            reference(expected, sequences, size)
+            assert (got == expected).all(), (size, length)
 
 
 def test_batching_does_not_change_the_ids(translator):

@@ -1,0 +1,162 @@
+"""Levers of the transfer model on the real demo data: the default pipeline (movie source ->
+amazon target, params.yaml) with one change at a time, at a few label budgets, scored by
+macro-F1 on the target's val and test splits: pick on val, report test.
+
+Variants (each a params.yaml override; the source model is trained once per distinct source
+setting and shared by the variants that only change fine-tuning):
+  default         params.yaml as it is
+  lora            finetune.strategy lora (rank 8), its own learning rate (--lora-lr, default 3e-4:
+                  adapters train at ~10x a full fine-tune's rate)
+  llrd            finetune.strategy llrd (layer-wise learning-rate decay 0.8)
+  mean            model.pooling mean (the source classifier and the fine-tuned one)
+  mlm+supervised  pretrain.mode mlm+supervised (200 MLM steps on source text, then supervised)
+  source-4ep      pretrain.epochs 4 (twice the default source training)
+
+Usage:  .venv/bin/python -m bench.transfer_levers [--budgets 200 all] [--seeds 1] [--all-seeds 1]
+                                                  [--variants default lora ...]
+Ingests and tokenizes the full source and target into a temporary workspace, never the
+repository's own outputs. Writes bench/results/transfer-levers.json after every model (a long
+run that stops keeps what it measured) and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from bench.levers import SENTIMENT
+from tasks.classification import ingest, pretrain, tokenize
+from tasks.classification.metrics import classification_metrics
+from tasks.classification.model import load_tokenized, predict
+from tasks.classification.train import fine_tune
+from tasks.common.paths import Paths
+from tasks.common.prepared import prepared_split
+from tasks.common.training import pick_device
+from tasks.params import Params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench/results/transfer-levers.json"
+
+VARIANTS: dict[str, dict[str, object]] = {
+    "default": {},
+    "lora": {"finetune.strategy": "lora"},  # + finetune.learning_rate from --lora-lr
+    "llrd": {"finetune.strategy": "llrd"},
+    "mean": {"model.pooling": "mean"},
+    "mlm+supervised": {"pretrain.mode": "mlm+supervised"},
+    "source-4ep": {"pretrain.epochs": 4.0},
+}
+SOURCE_KEYS = ("model.", "pretrain.")  # overrides that change the source model
+
+
+def overridden(raw: dict, overrides: dict[str, object]) -> dict:
+    raw = copy.deepcopy(raw)
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = raw
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return raw
+
+
+def variant_params(overrides: dict[str, object], seed_offset: int) -> Params:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"]["source"]["path"] = str(SENTIMENT / "movieReviewSnippets_GroundTruth.txt")
+    raw["data"]["target"]["path"] = str(SENTIMENT / "amazonReviewSnippets_GroundTruth.txt")
+    raw = overridden(raw, overrides)
+    raw["seed"] += seed_offset
+    return parse_params(raw, "bench.transfer_levers")
+
+
+def source_setting(overrides: dict[str, object]) -> str:
+    """The part of a variant that changes the source model: variants sharing it share one."""
+    return json.dumps({k: v for k, v in overrides.items() if k.startswith(SOURCE_KEYS)}, sort_keys=True)
+
+
+def macro_f1(model, tokenizer, p: Params, paths: Paths, split: str) -> float:
+    rows = prepared_split(paths, "target", split)
+    logits = predict(model, tokenizer, [r["text"] for r in rows], p.evaluate.batch_size, p.tokenize.max_length,
+                     pick_device(p.device))
+    truth = [p.task.labels.index(r["label"]) for r in rows]
+    return classification_metrics(truth, logits.argmax(-1).tolist(), p.task.labels)["f1_macro"]
+
+
+def workspace_for(base: Path, setting: str, workspaces: dict[str, Paths]) -> tuple[Paths, bool]:
+    """One workspace per source setting, sharing the ingested and tokenized data."""
+    if setting in workspaces:
+        return workspaces[setting], False
+    root = base / f"source-{len(workspaces)}"
+    (root / "data").mkdir(parents=True)
+    for name in ("prepared", "tokenized"):
+        (root / "data" / name).symlink_to(base / "shared" / "data" / name)
+    workspaces[setting] = Paths(root)
+    return workspaces[setting], True
+
+
+def save(result: dict) -> None:
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budgets", nargs="+", default=["200", "all"], help="target labels per model (or all)")
+    parser.add_argument("--seeds", type=int, default=1, help="fine-tunes per variant and budget: seed, seed+1, ...")
+    parser.add_argument("--all-seeds", type=int, default=1, help="--seeds for the all-labels budget (5 min each)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--lora-lr", type=float, default=3e-4, help="finetune.learning_rate of the lora variant")
+    args = parser.parse_args()
+    VARIANTS["lora"]["finetune.learning_rate"] = args.lora_lr
+    budgets = [None if b == "all" else int(b) for b in args.budgets]
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "sources": {}, "rows": []}
+    with tempfile.TemporaryDirectory(prefix="transfer-levers-") as tmp:
+        base = Path(tmp)
+        shared = Paths(base / "shared")
+        default = variant_params({}, 0)
+        ingest.run(default, shared)
+        tokenize.run(default, shared)
+        splits, tokenizer = load_tokenized(shared, "target")
+        result["target_splits"] = {name: len(splits[name]) for name in splits}
+        workspaces: dict[str, Paths] = {}
+        for variant in args.variants:
+            overrides = VARIANTS[variant]
+            paths, fresh = workspace_for(base, source_setting(overrides), workspaces)
+            if fresh:
+                started = time.perf_counter()
+                log = pretrain.run(variant_params(overrides, 0), paths)
+                result["sources"][variant] = {"val": log.get("val"), "seconds": time.perf_counter() - started}
+                print(f"source model for {variant}: {result['sources'][variant]}", flush=True)
+            for budget in budgets:
+                for index in range(args.seeds if budget else args.all_seeds):
+                    p = variant_params(overrides, index)
+                    started = time.perf_counter()
+                    model, log = fine_tune(p, paths, splits, tokenizer, budget, f"levers-{variant}-{budget}-{p.seed}")
+                    result["rows"].append({
+                        "variant": variant, "budget": budget or "all", "seed": p.seed, "train_rows": log["train_rows"],
+                        "val_f1_macro": macro_f1(model, tokenizer, p, paths, "val"),
+                        "test_f1_macro": macro_f1(model, tokenizer, p, paths, "test"),
+                        "seconds": time.perf_counter() - started,
+                    })
+                    print(json.dumps(result["rows"][-1]), flush=True)
+                    save(result)
+    print_table(result["rows"])
+
+
+def print_table(rows: list[dict]) -> None:
+    print("| variant | labels | seed | val macro-F1 | test macro-F1 | time |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['variant']} | {row['budget']} | {row['seed']} | {row['val_f1_macro']:.3f} | "
+              f"{row['test_f1_macro']:.3f} | {row['seconds']:.0f} s |")
+
+
+if __name__ == "__main__":
+    main()
