@@ -45,8 +45,9 @@ def bench_params(pooling: str, seed_offset: int = 0, **target_only) -> Params:
     return parse_params(raw, "bench.levers")
 
 
-def test_f1(model, tokenizer, p: Params, paths: Paths) -> float:
-    rows = prepared_split(paths, "target", "test")
+def macro_f1(model, tokenizer, p: Params, paths: Paths, split: str = "test") -> float:
+    """The model's macro-F1 on one of the target's prepared splits."""
+    rows = prepared_split(paths, "target", split)
     logits = predict(model, tokenizer, [r["text"] for r in rows], p.evaluate.batch_size, p.tokenize.max_length,
                      pick_device(p.device))
     truth = [p.task.labels.index(r["label"]) for r in rows]
@@ -79,7 +80,7 @@ def main() -> None:
                 rows.append({
                     "pooling": pooling, "learning_rate": p.evaluate.target_only.learning_rate,
                     "min_steps": p.evaluate.target_only.min_steps, "seed": p.seed, "train_rows": result["train_rows"],
-                    "val_f1_macro": result["val"]["eval_f1_macro"], "test_f1_macro": test_f1(model, tokenizer, p, paths),
+                    "val_f1_macro": result["val"]["eval_f1_macro"], "test_f1_macro": macro_f1(model, tokenizer, p, paths),
                     "steps": result["history"][-1].get("step"), "seconds": time.perf_counter() - started,
                 })
                 print(json.dumps(rows[-1]), flush=True)

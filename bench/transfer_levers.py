@@ -32,14 +32,11 @@ from pathlib import Path
 
 import yaml
 
-from bench.levers import SENTIMENT
+from bench.levers import SENTIMENT, macro_f1
 from tasks.classification import ingest, pretrain, tokenize
-from tasks.classification.metrics import classification_metrics
-from tasks.classification.model import load_tokenized, predict
+from tasks.classification.model import load_tokenized
 from tasks.classification.train import fine_tune
 from tasks.common.paths import Paths
-from tasks.common.prepared import prepared_split
-from tasks.common.training import pick_device
 from tasks.params import Params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,14 +76,6 @@ def variant_params(overrides: dict[str, object], seed_offset: int) -> Params:
 def source_setting(overrides: dict[str, object]) -> str:
     """The part of a variant that changes the source model: variants sharing it share one."""
     return json.dumps({k: v for k, v in overrides.items() if k.startswith(SOURCE_KEYS)}, sort_keys=True)
-
-
-def macro_f1(model, tokenizer, p: Params, paths: Paths, split: str) -> float:
-    rows = prepared_split(paths, "target", split)
-    logits = predict(model, tokenizer, [r["text"] for r in rows], p.evaluate.batch_size, p.tokenize.max_length,
-                     pick_device(p.device))
-    truth = [p.task.labels.index(r["label"]) for r in rows]
-    return classification_metrics(truth, logits.argmax(-1).tolist(), p.task.labels)["f1_macro"]
 
 
 def workspace_for(base: Path, setting: str, workspaces: dict[str, Paths]) -> tuple[Paths, bool]:
