@@ -5,6 +5,7 @@ decode-speed figures.
 
 Usage (after `make translation`, in the repository root):
   .venv/bin/python -m bench.decode_speed runs/translation [--sentences 200] [--batch-sizes 1 32] [--threads 1]
+                                          [--torch-threads N]
 
 Greedy decodes as the evaluate stage does (one beam, no repetition guards); beam with the
 package's own settings (manifest "generation": beams, length penalty, no-repeat n-grams, what
@@ -106,8 +107,11 @@ def main() -> None:
     parser.add_argument("workspace", type=Path, help="a run with models/target and models/onnx, e.g. runs/translation")
     parser.add_argument("--sentences", type=int, default=200)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1], help="ORT intra-op threads per graph")
+    parser.add_argument("--torch-threads", type=int, default=None, help="torch threads for generate (default: torch's)")
     args = parser.parse_args()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     rows = measure(args.workspace, args.sentences, args.batch_sizes, args.threads)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": torch.get_num_threads(),

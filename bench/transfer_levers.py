@@ -8,6 +8,9 @@ setting and shared by the variants that only change fine-tuning):
   lora            finetune.strategy lora (rank 8), its own learning rate (--lora-lr, default 3e-4:
                   adapters train at ~10x a full fine-tune's rate)
   llrd            finetune.strategy llrd (layer-wise learning-rate decay 0.8)
+  steps-150       finetune.min_steps 150 (the target-only baseline's floor: 200 labels x 5 epochs
+                  are 63 steps)
+  lr-2e-5         finetune.learning_rate 2e-5 (gentler on what the source taught)
   mean            model.pooling mean (the source classifier and the fine-tuned one)
   mlm+supervised  pretrain.mode mlm+supervised (200 MLM steps on source text, then supervised)
   source-4ep      pretrain.epochs 4 (twice the default source training)
@@ -46,6 +49,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "default": {},
     "lora": {"finetune.strategy": "lora"},  # + finetune.learning_rate from --lora-lr
     "llrd": {"finetune.strategy": "llrd"},
+    "steps-150": {"finetune.min_steps": 150},
+    "lr-2e-5": {"finetune.learning_rate": 2.0e-5},
     "mean": {"model.pooling": "mean"},
     "mlm+supervised": {"pretrain.mode": "mlm+supervised"},
     "source-4ep": {"pretrain.epochs": 4.0},
