@@ -18,7 +18,7 @@ setting and shared by the variants that only change fine-tuning):
 Usage:  .venv/bin/python -m bench.transfer_levers [--budgets 200 all] [--seeds 1] [--all-seeds 1]
                                                   [--variants default lora ...]
 Ingests and tokenizes the full source and target into a temporary workspace, never the
-repository's own outputs. Writes bench/results/transfer-levers.json after every model (a long
+repository's own outputs. Writes bench/results/transfer-levers.json (--out) after every model (a long
 run that stops keeps what it measured) and prints a markdown table.
 """
 
@@ -95,9 +95,9 @@ def workspace_for(base: Path, setting: str, workspaces: dict[str, Paths]) -> tup
     return workspaces[setting], True
 
 
-def save(result: dict) -> None:
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+def save(result: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def main() -> None:
@@ -106,6 +106,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, help="fine-tunes per variant and budget: seed, seed+1, ...")
     parser.add_argument("--all-seeds", type=int, default=1, help="--seeds for the all-labels budget (5 min each)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--out", type=Path, default=OUT, help=f"results file (default {OUT.relative_to(ROOT)})")
     parser.add_argument("--lora-lr", type=float, default=3e-4, help="finetune.learning_rate of the lora variant")
     args = parser.parse_args()
     VARIANTS["lora"]["finetune.learning_rate"] = args.lora_lr
@@ -140,7 +141,7 @@ def main() -> None:
                         "seconds": time.perf_counter() - started,
                     })
                     print(json.dumps(result["rows"][-1]), flush=True)
-                    save(result)
+                    save(result, args.out)
     print_table(result["rows"])
 
 
