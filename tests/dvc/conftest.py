@@ -34,6 +34,7 @@ def tiny_classification(movie_file: Path, amazon_file: Path) -> dict:
                                                       "intermediate_size": 64, "vocab_size": 1000}}
     params["tokenize"]["max_length"] = 64
     shrink_training(params, max_steps=6, eval_steps=3, learning_rate=1e-3)
+    params["pretrain"]["mlm_max_steps"] = 6  # the MLM phase of mlm+supervised, as short as the rest
     params["export"]["parity_samples"] = 16
     params["export"]["max_int8_drop"] = 100.0  # INT8 built and scored; the gate's own tests gate
     return params
