@@ -35,14 +35,28 @@ ROOT = Path(__file__).resolve().parents[1]
 SENTIMENT = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data")) / "sentiment-domains"
 
 
-def bench_params(pooling: str, seed_offset: int = 0, **target_only) -> Params:
+def demo_params_raw() -> dict:
+    """params.yaml as a mapping, its movie -> amazon demo read from the shared data (the benches
+    run anywhere, not only where `make data` linked data/external)."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"]["source"]["path"] = str(SENTIMENT / "movieReviewSnippets_GroundTruth.txt")
+    raw["data"]["target"]["path"] = str(SENTIMENT / "amazonReviewSnippets_GroundTruth.txt")
+    return raw
+
+
+def bench_params(pooling: str, seed_offset: int = 0, **target_only) -> Params:
+    raw = demo_params_raw()
     raw["seed"] = raw.get("seed", 42) + seed_offset
     raw["model"]["pooling"] = pooling
     raw["evaluate"]["target_only"].update({k: v for k, v in target_only.items() if v is not None})
-    raw["data"]["source"].update(path=str(SENTIMENT / "movieReviewSnippets_GroundTruth.txt"), max_rows=200)
-    raw["data"]["target"]["path"] = str(SENTIMENT / "amazonReviewSnippets_GroundTruth.txt")
+    raw["data"]["source"]["max_rows"] = 200
     return parse_params(raw, "bench.levers")
+
+
+def f1_of(rows: list[dict], predicted: list[int], labels: list[str]) -> float:
+    """Macro-F1 of label ids `predicted` against the `label` of prepared `rows`."""
+    truth = [labels.index(r["label"]) for r in rows]
+    return classification_metrics(truth, predicted, labels)["f1_macro"]
 
 
 def macro_f1(model, tokenizer, p: Params, paths: Paths, split: str = "test") -> float:
@@ -50,8 +64,7 @@ def macro_f1(model, tokenizer, p: Params, paths: Paths, split: str = "test") -> 
     rows = prepared_split(paths, "target", split)
     logits = predict(model, tokenizer, [r["text"] for r in rows], p.evaluate.batch_size, p.tokenize.max_length,
                      pick_device(p.device))
-    truth = [p.task.labels.index(r["label"]) for r in rows]
-    return classification_metrics(truth, logits.argmax(-1).tolist(), p.task.labels)["f1_macro"]
+    return f1_of(rows, logits.argmax(-1).tolist(), p.task.labels)
 
 
 def main() -> None:

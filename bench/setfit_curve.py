@@ -19,23 +19,19 @@ import platform
 import statistics
 from pathlib import Path
 
+from bench.levers import f1_of
 from tasks.classification.evaluate import setfit_at
-from tasks.classification.metrics import classification_metrics
 from tasks.common.paths import Paths
 from tasks.common.prepared import prepared_split
-from tasks.params import load_params
+from tasks.params import Params, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench/results/setfit-curve.json"
 
 
-def setfit_f1(workspace: Path, budget: int, seed: int) -> tuple[float, dict]:
-    p = load_params(workspace / "params.yaml").model_copy(update={"seed": seed})
-    paths = Paths(workspace)
-    rows = prepared_split(paths, "target", "test")
-    predicted, notes = setfit_at(p, paths, budget, [row["text"] for row in rows])
-    truth = [p.task.labels.index(row["label"]) for row in rows]
-    return classification_metrics(truth, predicted.tolist(), p.task.labels)["f1_macro"], notes
+def setfit_f1(p: Params, paths: Paths, test_rows: list[dict], budget: int) -> tuple[float, dict]:
+    predicted, notes = setfit_at(p, paths, budget, [row["text"] for row in test_rows])
+    return f1_of(test_rows, predicted.tolist(), p.task.labels), notes
 
 
 def spread(values: list[float]) -> str:
@@ -63,14 +59,15 @@ def main() -> None:
     parser.add_argument("--budgets", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--seeds", type=int, default=3, help="params.yaml's seed, seed+1, ... (the run's curve seeds)")
     args = parser.parse_args()
-    base_seed = load_params(args.workspace / "params.yaml").seed
+    params, paths = load_params(args.workspace / "params.yaml"), Paths(args.workspace)
+    test_rows = prepared_split(paths, "target", "test")
     curve = json.loads((args.workspace / "metrics/transfer.json").read_text()).get("by_budget", {})
     result: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "workspace": str(args.workspace),
                     "budgets": {}, "runs": []}
     for budget in args.budgets:
         result["budgets"][str(budget)] = []
-        for seed in range(base_seed, base_seed + args.seeds):
-            f1, notes = setfit_f1(args.workspace, budget, seed)
+        for seed in range(params.seed, params.seed + args.seeds):
+            f1, notes = setfit_f1(params.model_copy(update={"seed": seed}), paths, test_rows, budget)
             result["budgets"][str(budget)].append(f1)
             result["runs"].append({"budget": budget, "seed": seed, "f1_macro": f1, **notes})
             print(json.dumps(result["runs"][-1]), flush=True)

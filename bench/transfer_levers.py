@@ -33,9 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
-from bench.levers import SENTIMENT, macro_f1
+from bench.levers import demo_params_raw, macro_f1
 from tasks.classification import ingest, pretrain, tokenize
 from tasks.classification.model import load_tokenized
 from tasks.classification.train import fine_tune
@@ -47,7 +45,7 @@ OUT = ROOT / "bench/results/transfer-levers.json"
 
 VARIANTS: dict[str, dict[str, object]] = {
     "default": {},
-    "lora": {"finetune.strategy": "lora"},  # + finetune.learning_rate from --lora-lr
+    "lora": {"finetune.strategy": "lora"},  # + finetune.learning_rate: --lora-lr
     "llrd": {"finetune.strategy": "llrd"},
     "steps-150": {"finetune.min_steps": 150},
     "lr-2e-5": {"finetune.learning_rate": 2.0e-5},
@@ -70,10 +68,7 @@ def overridden(raw: dict, overrides: dict[str, object]) -> dict:
 
 
 def variant_params(overrides: dict[str, object], seed_offset: int) -> Params:
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["data"]["source"]["path"] = str(SENTIMENT / "movieReviewSnippets_GroundTruth.txt")
-    raw["data"]["target"]["path"] = str(SENTIMENT / "amazonReviewSnippets_GroundTruth.txt")
-    raw = overridden(raw, overrides)
+    raw = overridden(demo_params_raw(), overrides)
     raw["seed"] += seed_offset
     return parse_params(raw, "bench.transfer_levers")
 
@@ -109,7 +104,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT, help=f"results file (default {OUT.relative_to(ROOT)})")
     parser.add_argument("--lora-lr", type=float, default=3e-4, help="finetune.learning_rate of the lora variant")
     args = parser.parse_args()
-    VARIANTS["lora"]["finetune.learning_rate"] = args.lora_lr
     budgets = [None if b == "all" else int(b) for b in args.budgets]
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "sources": {}, "rows": []}
     with tempfile.TemporaryDirectory(prefix="transfer-levers-") as tmp:
@@ -122,7 +116,7 @@ def main() -> None:
         result["target_splits"] = {name: len(splits[name]) for name in splits}
         workspaces: dict[str, Paths] = {}
         for variant in args.variants:
-            overrides = VARIANTS[variant]
+            overrides = {**VARIANTS[variant], **({"finetune.learning_rate": args.lora_lr} if variant == "lora" else {})}
             paths, fresh = workspace_for(base, source_setting(overrides), workspaces)
             if fresh:
                 started = time.perf_counter()
