@@ -69,7 +69,9 @@ def encode_split(rows: list[dict], tokenizer: PreTrainedTokenizerBase, p: Params
     def encode(batch: dict) -> dict:
         encoded = tokenizer(batch["text"], truncation=True, max_length=p.tokenize.max_length)
         # Lengths before truncation, for the report; `length` also drives length-grouped batches.
-        full = tokenizer(batch["text"], truncation=False)["input_ids"]
+        # verbose=False: transformers would warn that these untruncated ids are too long for the
+        # model, though only the truncated ones above ever reach it.
+        full = tokenizer(batch["text"], truncation=False, verbose=False)["input_ids"]
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
         encoded["untruncated_length"] = [len(ids) for ids in full]
         return encoded

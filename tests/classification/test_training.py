@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from tasks.classification import evaluate, finetune, pretrain, train
 from tasks.common.errors import HandoffError, PipelineError
 from tasks.common.io import read_json, read_jsonl
 from tasks.common.training import capped_steps
-from tasks.classification.tokenize import train_wordpiece
+from tasks.classification.tokenize import encode_split, train_wordpiece
 from tasks.params import TrainParams, VaderLabels
 
 
@@ -61,6 +62,24 @@ def test_scratch_wordpiece_is_learned_from_the_texts():
     tokenizer = train_wordpiece(["the film was wonderful"] * 20 + ["a dull boring film"] * 20, 200, 32)
     ids = tokenizer("wonderful film")["input_ids"]
     assert tokenizer.convert_ids_to_tokens(ids) == ["[CLS]", "wonderful", "film", "[SEP]"]
+
+
+def test_texts_longer_than_max_length_are_truncated_and_counted_without_a_warning(params):
+    tokenizer = train_wordpiece(["the film was wonderful"] * 20 + ["a dull boring film"] * 20, 200, 8)
+    long_text = " ".join(["wonderful film"] * 20)
+    rows = [{"id": 1, "text": long_text, "label": "positive"}, {"id": 2, "text": "dull", "label": "negative"}]
+    warnings: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = warnings.append
+    library_logger = logging.getLogger("transformers")  # transformers' own handler, not propagated to the root
+    library_logger.addHandler(handler)
+    try:
+        encoded = encode_split(rows, tokenizer, params(**{"tokenize.max_length": 8}))
+    finally:
+        library_logger.removeHandler(handler)
+    assert encoded["length"] == [8, 3]
+    assert encoded["untruncated_length"] == [42, 3]
+    assert not [r.getMessage() for r in warnings if "Token indices sequence length" in r.getMessage()]
 
 
 # ---------------------------------------------------------------- pretrain
