@@ -325,9 +325,11 @@ class OnnxTranslator:
         keep = 2 * beams  # max(2, 1 + number of eos ids) * beams, with one eos id
         top_mask = np.arange(keep) < beams
 
-        hidden = np.repeat(self.encode(ids, mask), beams, axis=0)  # encoder once per sentence
-        mask = np.repeat(mask, beams, axis=0)
-        logits, past_self, cross = self.first_step(hidden, mask)
+        # The encoder and the first decoder step once per sentence: every beam starts from the
+        # same token, so their first logits and caches are copies (generate computes them per beam).
+        logits, past_self, cross = self.first_step(self.encode(ids, mask), mask)
+        logits, mask = np.repeat(logits, beams, axis=0), np.repeat(mask, beams, axis=0)
+        past_self, cross = [np.repeat(kv, beams, axis=0) for kv in past_self], [np.repeat(kv, beams, axis=0) for kv in cross]
 
         s = BeamState.start(len(ids), beams, max_length, self.start_id, self.pad_id or self.eos_id)
         out: list[list[int]] = [[] for _ in range(len(ids))]
@@ -349,18 +351,12 @@ class OnnxTranslator:
             s.running, s.running_scores = gather_beams(candidates, pick), gather_beams(alive, pick)
             parent = gather_beams(from_beam, pick)  # the beam each survivor came from
 
-            # finished candidates among the top `beams` may enter the kept hypotheses
+            # finished candidates among the top `beams` may enter the kept hypotheses; on most
+            # steps none finished, and the merge would keep the kept ones as they are (every
+            # other candidate scores NEG or less and loses the tie to them: they come first)
             just_done = hits & top_mask[None, :]
-            final = top_scores / np.float32(cur_len ** length_penalty)
-            full = s.finished.all(axis=-1, keepdims=True) & (early_stopping is True)
-            final = final + full.astype(np.float32) * NEG
-            final = final + (~s.improvable).astype(np.float32) * NEG
-            final = final + (~just_done).astype(np.float32) * NEG
-            merged_scores = np.concatenate([s.scores, final], axis=1)
-            _, best = top_k(merged_scores, beams)
-            s.sequences = gather_beams(np.concatenate([s.sequences, candidates], axis=1), best)
-            s.scores = gather_beams(merged_scores, best)
-            s.finished = gather_beams(np.concatenate([s.finished, just_done], axis=1), best)
+            if just_done.any():
+                self.keep_finished(s, candidates, top_scores, just_done, cur_len ** length_penalty, early_stopping)
 
             cur_len += 1
             length = max_length - 1 if early_stopping == "never" and length_penalty > 0.0 else cur_len - 1
@@ -383,6 +379,23 @@ class OnnxTranslator:
                 mask, cross = mask[going_beams], [kv[going_beams] for kv in cross]
             logits, past_self = self.next_step(s.running[:, :, cur_len - 1].reshape(-1), mask, past_self, cross)
         return out
+
+    @staticmethod
+    def keep_finished(s: BeamState, candidates: np.ndarray, top_scores: np.ndarray, just_done: np.ndarray,
+                      length_norm: float, early_stopping: bool | str) -> None:
+        """Merge the candidates that just finished (scored sum(logprobs) / length**lp) into each
+        sentence's kept hypotheses: the best `beams` of both stay, best first (in place)."""
+        beams = s.scores.shape[1]
+        final = top_scores / np.float32(length_norm)
+        full = s.finished.all(axis=-1, keepdims=True) & (early_stopping is True)
+        final = final + full.astype(np.float32) * NEG
+        final = final + (~s.improvable).astype(np.float32) * NEG
+        final = final + (~just_done).astype(np.float32) * NEG
+        merged_scores = np.concatenate([s.scores, final], axis=1)
+        _, best = top_k(merged_scores, beams)
+        s.sequences = gather_beams(np.concatenate([s.sequences, candidates], axis=1), best)
+        s.scores = gather_beams(merged_scores, best)
+        s.finished = gather_beams(np.concatenate([s.finished, just_done], axis=1), best)
 
     # ------------------------------------------------------------ public
 
