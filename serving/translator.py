@@ -176,8 +176,8 @@ class BeamState:
 def session_options(threads: Optional[int]) -> ort.SessionOptions:
     """`threads` intra-op threads per session; None: TRANSLATOR_THREADS from the environment,
     else 1. One token at a time is a chain of small kernels: on the 2-core machine of the
-    README's figures a second thread made one sentence at a time 1.8x slower (beam 4) and
-    batches of 32 1.2-1.4x faster with beam 4 (128 hypotheses a step), no faster greedy
+    README's figures a second thread made one sentence at a time 1.2-1.8x slower and batches
+    of 32 1.1-1.4x faster with beam 4 (128 hypotheses a step), greedy no faster
     (bench/decode_speed.py --threads 1 2). One thread suits a server, which scales by running
     more workers; a batch job on an otherwise idle machine sets TRANSLATOR_THREADS to its cores."""
     value = threads if threads is not None else os.environ.get("TRANSLATOR_THREADS") or 1
