@@ -195,12 +195,27 @@ def intra_op_options(threads: Optional[int]):
     return options
 
 
+# ONNX Runtime fusions left out of CPU sessions. SkipLayerNormalization (residual Add +
+# LayerNormalization in one contrib kernel) is 3-5x slower on CPU in onnxruntime 1.32 than the two
+# nodes it replaces (one thread, 2026-12-03: 99 vs 14 us at 22 x 384, the classifier's batch 1;
+# 2.3 vs 0.5 ms at 704 x 384; 12.8 vs 7.9 us at 4 x 256, a translator's beam step): twelve of them
+# were a quarter of the INT8 classifier's time. GPU sessions keep it.
+SLOW_ON_CPU = ["SkipLayerNormFusion"]
+
+
+def provider_names(providers) -> list[str]:
+    """Provider names from onnxruntime's `providers` argument (names or (name, options) pairs)."""
+    return [provider if isinstance(provider, str) else provider[0] for provider in providers]
+
+
 def inference_session(path: Path, providers, options=None):
     """An onnxruntime session over one graph; a truncated or unparsable file is a PackageError."""
     import onnxruntime as ort
 
+    providers = list(providers)
+    disabled = SLOW_ON_CPU if provider_names(providers) == ["CPUExecutionProvider"] else None
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers, disabled_optimizers=disabled)
     except Exception as err:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PackageError(f"{path}: onnxruntime cannot load the graph: {first}") from None

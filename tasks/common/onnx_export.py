@@ -120,8 +120,9 @@ def remove_stale(paths: Paths) -> None:
 
 # ---------------------------------------------------------------- fused attention
 # ONNX Runtime's transformer optimizer (onnxruntime.transformers.optimizer) rewrites a BERT-like
-# graph into its contrib ops (Attention, SkipLayerNormalization, BiasGelu, ...): one kernel per
-# attention block instead of ~20 nodes. It finds attention by matching node patterns, and the
+# graph into its contrib ops (Attention, BiasGelu, ...; not SkipLayerNormalization, slower on CPU
+# than the two nodes it replaces: serving.package.SLOW_ON_CPU): one kernel per attention block
+# instead of ~20 nodes. It finds attention by matching node patterns, and the
 # graphs transformers 5 exports through dynamo do not match them: with SDPA and with eager
 # attention (whose mask transformers 5 builds by indexing: And, GatherND; the optimizer says
 # "failed to match mask path") it fuses 0 Attention nodes. So the export runs the model's own
@@ -219,6 +220,7 @@ def fuse_graph(path: Path, config) -> dict[str, int]:
     """Rewrite the encoder graph at `path` in place with ONNX Runtime's transformer optimizer
     (its basic graph optimizations, then its BERT fusions) and return the fused nodes by op
     type ({} for a model type it has no rewriter for; the graph is then left as exported)."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     model_type = OPTIMIZER_MODEL_TYPES.get(config.model_type)
@@ -232,8 +234,12 @@ def fuse_graph(path: Path, config) -> dict[str, int]:
         with tempfile.TemporaryDirectory(prefix="fuse-") as tmp:
             staged = Path(tmp) / "split.onnx"
             onnx.save(model, str(staged))
+            options = FusionOptions(model_type)
+            # Residual Add + LayerNormalization stay two nodes: see serving.package.SLOW_ON_CPU
+            options.enable_skip_layer_norm = options.enable_bias_skip_layer_norm = False
             optimized = optimize_model(
-                str(staged), model_type=model_type, num_heads=config.num_attention_heads, hidden_size=config.hidden_size
+                str(staged), model_type=model_type, num_heads=config.num_attention_heads, hidden_size=config.hidden_size,
+                optimization_options=options,
             )
     finally:
         onnxruntime.set_default_logger_severity(ORT_LOG_DEFAULT)

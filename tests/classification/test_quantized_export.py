@@ -33,8 +33,9 @@ def test_model_onnx_has_fused_attention_and_the_counts_are_recorded(exported):
     paths, metrics = exported
     manifest = read_json(paths.onnx / "manifest.json")
     fused = manifest["fused_nodes"]
-    # one Attention per layer; two SkipLayerNormalization (after attention, after the FFN) and a BiasGelu per layer
-    assert fused["Attention"] == LAYERS and fused["SkipLayerNormalization"] == 2 * LAYERS and fused["BiasGelu"] == LAYERS
+    # one Attention and one BiasGelu per layer; the residual Add + LayerNormalization pairs stay
+    # unfused (SkipLayerNormalization is slower on CPU: serving.package.SLOW_ON_CPU)
+    assert fused == {"Attention": LAYERS, "BiasGelu": LAYERS}
     assert contrib_ops(paths.onnx / "model.onnx") == fused  # the graph that ships
     assert metrics["fused_nodes"] == fused == read_json(paths.metrics / "export.json")["fused_nodes"]
     assert manifest["parity"]["max_abs_logit_diff"] < 1e-4  # checked on the fused graph
