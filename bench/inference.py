@@ -15,7 +15,7 @@ Classification (task.kind classification), four variants:
                  with session optimizations disabled, which would also drop ORT's ordinary graph
                  optimizations (constant folding, Gelu/LayerNorm fusions) that every session gets
   ort fused      the package's model.onnx (ONNX Runtime's transformer optimizer: Attention,
-                 SkipLayerNormalization, BiasGelu ...), through OnnxClassifier(package, precision="fp32")
+                 BiasGelu ...), through OnnxClassifier(package, precision="fp32")
   ort int8       the package's model.int8.onnx, OnnxClassifier(package, precision="int8")
 OnnxClassifier builds its session without SessionOptions, so each ORT variant's session is
 created here (CPUExecutionProvider, intra_op_num_threads=threads, inter_op 1, otherwise ORT's
