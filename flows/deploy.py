@@ -1,5 +1,7 @@
 """Scheduled retraining: `python -m flows.deploy --cron "0 3 * * *"` serves the pipeline flow.
 
+`--every 6h` schedules by interval instead (s, m, h or d; from the moment it is registered).
+
 Run it from the repository root with the project's venv (the deployment's entrypoint is the
 module `flows.pipeline`). The deployment allows one run at a time: a run due while another
 is still going is cancelled (CANCEL_NEW), so two runs never collide on DVC's repository lock;
@@ -21,11 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from collections.abc import Iterator
 from zoneinfo import ZoneInfo
@@ -33,7 +36,10 @@ from zoneinfo import ZoneInfo
 from pydantic import ValidationError
 
 DEFAULT_NAME = "scheduled-retraining"
+DEFAULT_CRON = "0 3 * * *"
 NEXT_RUNS = 3
+DURATION = re.compile(r"(\d+)([smhd]?)")
+UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class DeployError(Exception):
@@ -45,8 +51,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m flows.deploy", description=__doc__.split("\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2],
     )
-    parser.add_argument("--cron", default="0 3 * * *", help='when to run (default "0 3 * * *": 03:00 daily)')
-    parser.add_argument("--timezone", default="UTC", help="IANA time zone of the cron (default UTC)")
+    parser.add_argument("--cron", help=f'when to run (default "{DEFAULT_CRON}": 03:00 daily)')
+    parser.add_argument("--every", help="run at this interval instead of a cron: 30m, 6h, 1d (s, m, h, d)")
+    parser.add_argument("--timezone", default="UTC", help="IANA time zone of the schedule (default UTC)")
     parser.add_argument("--name", default=DEFAULT_NAME, help=f"deployment name (default {DEFAULT_NAME})")
     parser.add_argument("--root", default=".", help="the DVC repository the runs work in (default: here)")
     parser.add_argument("--force", action="store_true", help="scheduled runs re-run every stage")
@@ -120,6 +127,39 @@ def check_schedule(cron: str, timezone: str) -> None:
         raise DeployError(f"--{first['loc'][0]} {first['input']!r}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
+def interval(every: str) -> timedelta:
+    """`--every`: a whole number of seconds, minutes, hours or days (`90`, `90s`, `30m`, `6h`, `1d`)."""
+    match = DURATION.fullmatch(every.strip().lower())
+    if not match or int(match[1]) == 0:
+        raise DeployError(f"--every {every!r}: expected a positive duration such as 30m, 6h or 1d")
+    return timedelta(seconds=int(match[1]) * UNIT_SECONDS[match[2]])
+
+
+def schedule(args: argparse.Namespace):
+    """The deployment's one schedule: --cron (the default) or --every, never both."""
+    from prefect.schedules import Cron, Interval
+
+    if args.every is not None and args.cron is not None:
+        raise DeployError("--cron and --every: give one schedule, not both")
+    if args.every is not None:
+        check_schedule(DEFAULT_CRON, args.timezone)  # the time zone alone
+        return Interval(interval(args.every), timezone=args.timezone)
+    check_schedule(args.cron or DEFAULT_CRON, args.timezone)
+    return Cron(args.cron or DEFAULT_CRON, timezone=args.timezone)
+
+
+def describe(schedule) -> str:
+    if getattr(schedule, "cron", None):
+        return f"cron {schedule.cron!r} ({schedule.timezone})"
+    return f"every {schedule.interval} from {schedule.anchor_date.isoformat(timespec='seconds')}"
+
+
+def next_interval_runs(schedule, count: int = NEXT_RUNS) -> list[str]:
+    """The first runs of an interval schedule: its anchor (when it was built) plus whole
+    intervals; a run due before the scheduler first looks is not made, so the anchor is not one."""
+    return [(schedule.anchor_date + step * schedule.interval).isoformat() for step in range(1, count + 1)]
+
+
 def next_runs(cron: str, timezone: str, count: int = NEXT_RUNS, now: datetime | None = None) -> list[str]:
     from cronsim import CronSim  # what Prefect itself schedules cron with
 
@@ -131,11 +171,10 @@ def build(args: argparse.Namespace):
     """The RunnerDeployment: schedule, one run at a time (CANCEL_NEW), absolute root."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.deployments.runner import EntrypointType
-    from prefect.schedules import Cron
 
     from flows.pipeline import pipeline
 
-    check_schedule(args.cron, args.timezone)
+    when = schedule(args)
     if args.image and not args.work_pool:
         raise DeployError("--image needs --work-pool")
     root = Path(args.root).resolve()
@@ -143,7 +182,7 @@ def build(args: argparse.Namespace):
         raise DeployError(f"--root {str(root)!r}: no dvc.yaml there")
     return pipeline.to_deployment(
         name=args.name,
-        schedules=[Cron(args.cron, timezone=args.timezone)],
+        schedules=[when],
         concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
         parameters={"root": str(root), "force": args.force, "release": args.release},
         tags=["retraining"],
@@ -153,13 +192,19 @@ def build(args: argparse.Namespace):
 
 
 def spec(deployment, args: argparse.Namespace) -> dict:
-    schedule = deployment.schedules[0].schedule
+    when = deployment.schedules[0].schedule
+    if getattr(when, "cron", None):
+        shown, runs = {"cron": when.cron, "timezone": when.timezone}, next_runs(when.cron, when.timezone)
+    else:
+        shown = {"interval_seconds": when.interval.total_seconds(), "timezone": when.timezone,
+                 "anchor_date": when.anchor_date.isoformat()}
+        runs = next_interval_runs(when)
     return {
         "name": deployment.name,
         "flow": deployment.flow_name,
         "entrypoint": deployment.entrypoint,
-        "schedule": {"cron": schedule.cron, "timezone": schedule.timezone},
-        "next_runs": next_runs(schedule.cron, schedule.timezone),
+        "schedule": shown,
+        "next_runs": runs,
         "concurrency_limit": deployment.concurrency_limit,
         "collision_strategy": deployment.concurrency_options.collision_strategy.value,
         "parameters": deployment.parameters,
@@ -191,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         with prefect_api(args.port) as url:
-            print(f"serving {deployment.flow_name}/{deployment.name}: cron {args.cron!r} ({args.timezone}), "
+            print(f"serving {deployment.flow_name}/{deployment.name}: {describe(deployment.schedules[0].schedule)}, "
                   f"one run at a time; Prefect API {url}", flush=True)
             serve(deployment, limit=1)  # this process's runner also runs at most one flow at a time
     except DeployError as err:

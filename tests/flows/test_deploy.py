@@ -58,6 +58,21 @@ def test_cron_and_timezone_are_parsed(capsys, root: Path):
         assert run.utcoffset().total_seconds() in (3600, 7200)
 
 
+def test_every_schedules_an_interval_from_now(capsys, root: Path):
+    before = datetime.now(UTC)
+    spec = printed(capsys, "--root", str(root), "--every", "6h")
+    assert spec["schedule"]["interval_seconds"] == 6 * 3600 and spec["schedule"]["timezone"] == "UTC"
+    anchor = datetime.fromisoformat(spec["schedule"]["anchor_date"])
+    assert before <= anchor <= datetime.now(UTC)
+    runs = [datetime.fromisoformat(run) for run in spec["next_runs"]]
+    assert [(run - anchor).total_seconds() for run in runs] == [6 * 3600, 12 * 3600, 18 * 3600]
+
+
+@pytest.mark.parametrize("every, seconds", [("90", 90), ("90s", 90), ("30m", 1800), ("1D", 86400), (" 2h ", 7200)])
+def test_every_reads_a_number_and_a_unit(every: str, seconds: int):
+    assert deploy.interval(every).total_seconds() == seconds
+
+
 def test_next_runs_from_a_fixed_time():
     now = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
     assert deploy.next_runs("0 3 * * *", "UTC", now=now) == [
@@ -69,6 +84,11 @@ def test_next_runs_from_a_fixed_time():
     (["--cron", "61 3 * * *"], "error: --cron '61 3 * * *': Invalid cron string"),
     (["--timezone", "Mars/Olympus"], "error: --timezone 'Mars/Olympus': Invalid timezone"),
     (["--image", "registry/pipeline:1"], "error: --image needs --work-pool"),
+    (["--every", "0"], "error: --every '0': expected a positive duration such as 30m, 6h or 1d"),
+    (["--every", "6 hours"], "error: --every '6 hours': expected a positive duration"),
+    (["--every", "2w"], "error: --every '2w': expected a positive duration"),
+    (["--every", "1h", "--cron", "0 3 * * *"], "error: --cron and --every: give one schedule, not both"),
+    (["--every", "1h", "--timezone", "Mars/Olympus"], "error: --timezone 'Mars/Olympus': Invalid timezone"),
 ])
 def test_bad_arguments_are_one_line(capsys, root: Path, args: list[str], expected: str):
     assert failed(capsys, "--root", str(root), *args).startswith(expected)
