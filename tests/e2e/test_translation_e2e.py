@@ -12,33 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.dvc.conftest import STAGES, make_workspace, run_ok, tiny_translation
 from tests.dvc.test_experiments import check_plots, check_training_curves
-from tests.e2e.conftest import make_project, run_ok
 
-REPO = Path(__file__).resolve().parents[2]
-STAGES = ["ingest", "tokenize", "pretrain", "finetune", "evaluate", "export"]
-
-
-def tiny_translation_params(multi30k: Path) -> dict:
-    params = yaml.safe_load((REPO / "demos/translation.yaml").read_text())
-    for domain in ("source", "target"):
-        params["data"][domain].update(path=str(multi30k), max_rows=300)
-    params["model"]["scratch"] = {"layers": 2, "decoder_layers": 2, "hidden_size": 32, "heads": 2,
-                                  "intermediate_size": 64, "vocab_size": 1000, "dropout": 0.1,
-                                  "max_positions": 61}
-    params["tokenize"]["max_length"] = 48
-    for section in (params["pretrain"], params["finetune"], params["evaluate"]["target_only"]):
-        section.update(max_steps=6, eval_steps=3, learning_rate=3e-3, batch_size=16)
-    params["evaluate"].update(test_rows=24, samples=5, curve_budgets=[100])
-    params["evaluate"]["generation"].update(num_beams=2, max_new_tokens=12)
-    params["export"]["parity_samples"] = 12
-    params["export"]["max_int8_drop"] = 100.0  # INT8 built and scored; the gate's own tests gate
-    return params
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, multi30k_dir) -> tuple[Path, dict]:
-    return make_project(tmp_path_factory.mktemp("translation"), tiny_translation_params(multi30k_dir))
+    """demos/translation.yaml shrunk (tests/dvc/conftest.py: 300 pairs, a 2-layer model)."""
+    return make_workspace(tmp_path_factory.mktemp("translation"), tiny_translation(multi30k_dir))
 
 
 def test_translation_through_dvc_repro_then_the_flow(project):
