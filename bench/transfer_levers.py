@@ -14,6 +14,8 @@ setting and shared by the variants that only change fine-tuning):
   mean            model.pooling mean (the source classifier and the fine-tuned one)
   mlm+supervised  pretrain.mode mlm+supervised (200 MLM steps on source text, then supervised)
   source-4ep      pretrain.epochs 4 (twice the default source training)
+  target-text     pretrain.mlm_text source+target (the MLM phase also reads the target's train
+                  texts, unlabelled: all of them at every budget)
 
 Usage:  .venv/bin/python -m bench.transfer_levers [--budgets 200 all] [--seeds 1] [--all-seeds 1]
                                                   [--variants default lora ...]
@@ -52,6 +54,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "mean": {"model.pooling": "mean"},
     "mlm+supervised": {"pretrain.mode": "mlm+supervised"},
     "source-4ep": {"pretrain.epochs": 4.0},
+    "target-text": {"pretrain.mlm_text": "source+target"},
 }
 SOURCE_KEYS = ("model.", "pretrain.")  # overrides that change the source model
 

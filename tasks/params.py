@@ -284,6 +284,15 @@ class PretrainParams(TrainParams):
     mode: Literal["mlm", "supervised", "mlm+supervised"] = "supervised"
     mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)
     mlm_max_steps: int = Field(200, ge=1, le=MAX_STEPS)  # MLM phase length in mlm+supervised
+    # the MLM phase's text: the source's, or the source's and the target's train texts without
+    # their labels (task-adaptive pretraining; never the target's val or test texts)
+    mlm_text: Literal["source", "source+target"] = "source"
+
+    @model_validator(mode="after")
+    def _mlm_text_needs_mlm(self) -> PretrainParams:
+        if self.mlm_text != "source" and self.mode == "supervised":
+            raise ValueError(f"mlm_text {self.mlm_text!r}: only an MLM phase reads it (mode mlm or mlm+supervised)")
+        return self
 
 
 class FinetuneParams(TrainParams):

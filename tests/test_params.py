@@ -66,6 +66,12 @@ def test_bad_choice_names_field_and_value():
     assert "data.source.format" in message and "'xlsx'" in message
 
 
+def test_mlm_text_needs_an_mlm_phase():
+    message = error_of({"data": DATA, "pretrain": {"mode": "supervised", "mlm_text": "source+target"}})
+    assert "pretrain" in message and "mlm_text 'source+target': only an MLM phase reads it" in message
+    assert parse_params({"data": DATA, "pretrain": {"mode": "mlm", "mlm_text": "source+target"}}).pretrain.mlm_text == "source+target"
+
+
 def test_url_source_must_be_pinned():
     data = {**DATA, "target": {"path": "https://example.org/target.csv"}}
     message = error_of({"data": data})

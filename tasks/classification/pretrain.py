@@ -7,7 +7,7 @@ import sys
 import tempfile
 
 import transformers
-from datasets import DatasetDict
+from datasets import DatasetDict, concatenate_datasets
 from transformers import (
     AutoModelForMaskedLM,
     BertConfig,
@@ -67,9 +67,25 @@ def pretrain_job(p: Params, paths: Paths, splits: DatasetDict, tokenizer, checkp
     )
 
 
+def text_only(splits: DatasetDict) -> DatasetDict:
+    return splits.remove_columns("labels") if "labels" in splits["train"].column_names else splits
+
+
+def mlm_text(p: Params, paths: Paths, splits: DatasetDict) -> DatasetDict:
+    """What the MLM phase reads: the source's texts, and with pretrain.mlm_text source+target
+    the target's train texts too, without labels (its val and test texts never: they judge the
+    fine-tuned model). Validation loss stays on the source's val split."""
+    splits = text_only(splits)
+    if p.pretrain.mlm_text == "source":
+        return splits
+    target, _ = load_tokenized(paths, "target")
+    target_train = text_only(target)["train"].select_columns(splits["train"].column_names)
+    train = concatenate_datasets([splits["train"], target_train.cast(splits["train"].features)])
+    return DatasetDict(train=train, val=splits["val"])
+
+
 def mlm_job(p: Params, paths: Paths, splits: DatasetDict, tokenizer, max_steps: int) -> TrainJob:
-    if "labels" in splits["train"].column_names:  # a labelled source (mlm+supervised): text only here
-        splits = splits.remove_columns("labels")
+    splits = mlm_text(p, paths, splits)
     return pretrain_job(
         p, paths, splits, tokenizer, "pretrain-mlm",
         fingerprint_of(p.model, p.pretrain, p.seed, max_steps, len(splits["train"])),
@@ -92,7 +108,8 @@ def run_mlm(p: Params, paths: Paths, splits: DatasetDict, tokenizer, max_steps: 
     job = mlm_job(p, paths, splits, tokenizer, max_steps)
     model, head = new_mlm_model(p, tokenizer)
     trainer = train(model, job)
-    log = {"mlm_head": head, "val": trainer.evaluate(), "history": history(trainer)}
+    log = {"mlm_head": head, "text": p.pretrain.mlm_text, "train_rows": len(job.train), "val": trainer.evaluate(),
+           "history": history(trainer)}
     finish(job)
     return trainer.model, log
 

@@ -13,6 +13,7 @@ from transformers import AutoConfig, BertConfig, BertForMaskedLM, BertModel
 from tasks.classification import evaluate, finetune, pretrain, tokenize
 from tasks.classification.ingest import UNLABELLED
 from tasks.classification.ingest import run as ingest_run
+from tasks.classification.model import load_tokenized
 from tasks.common.errors import DataError, HandoffError, ParamsError
 from tasks.common.io import read_json, read_jsonl
 from tasks.common.paths import SPLITS
@@ -124,6 +125,33 @@ def test_unlabelled_source_text_is_enough_for_mlm(tmp_path, workspace):
     result = finetune.run(p, workspace)
     assert result["head"] == "fresh head: the source model has none (pretrain.mode mlm)"
     assert AutoConfig.from_pretrained(str(workspace.target_model)).id2label == dict(enumerate(labels))
+
+
+def test_mlm_on_source_and_target_text_adds_the_target_train_texts_without_labels(tmp_path, workspace):
+    """pretrain.mlm_text source+target (task-adaptive pretraining): the MLM phase reads the
+    source's train texts and then the target's train split's texts (so never its val or test
+    texts), no labels, and validation stays on the source's val split."""
+    texts = [{"text": f"the film {i} had a long second act"} for i in range(60)]
+    source = spec(write_rows(tmp_path / "inputs" / "texts.jsonl", texts, "jsonl"))
+    labels = list(TOPICS.values())
+    p = tiny_params(source, target_section(tmp_path, labels), labels,
+                    pretrain={**TINY["pretrain"], "mode": "mlm", "mlm_text": "source+target"})
+    ingest_run(p, workspace)
+    tokenize.run(p, workspace)
+    source_splits, _ = load_tokenized(workspace, "source")
+    target_splits, _ = load_tokenized(workspace, "target")
+
+    def ids(dataset) -> list[list[int]]:
+        return list(dataset["input_ids"])
+
+    read = pretrain.mlm_text(p, workspace, source_splits)
+    assert "labels" not in read["train"].column_names and set(read) == {"train", "val"}
+    assert ids(read["train"]) == ids(source_splits["train"]) + ids(target_splits["train"])
+    assert ids(read["val"]) == ids(source_splits["val"])
+
+    log = pretrain.run(p, workspace)
+    assert log["text"] == "source+target"
+    assert log["train_rows"] == len(source_splits["train"]) + len(target_splits["train"])
 
 
 def test_an_unlabelled_source_with_too_few_rows_is_a_data_error(tmp_path, workspace):
