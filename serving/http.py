@@ -208,7 +208,7 @@ def version_of(model, package: Path, following: bool) -> str:
 
 
 def sessions(model) -> list:
-    names = ("session", "encoder", "decoder", "decoder_with_past")
+    names = ("session", "encoder", "decoder", "decoder_with_past", "reorder")
     return [getattr(model, name) for name in names if getattr(model, name, None) is not None]
 
 
@@ -243,6 +243,8 @@ def describe_model(model, package: Path, task: str, settings: Settings) -> dict:
     else:
         info["languages"] = manifest.get("languages")
         info["language_tag"] = manifest.get("language_tag")
+        # where the KV cache lives between decoding steps: "host" (numpy) or the device's name
+        info["kv_cache"] = "host" if model.device is None else model.device[0]
         info["decoding"] = model.decoding()
         info["limits"]["max_num_beams"] = MAX_BEAMS
     return info

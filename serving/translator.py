@@ -11,7 +11,11 @@ The package holds three graphs (see tasks/translation/export.py):
   decoder_with_past.onnx  one new token + past.{i}.self.* + past.{i}.cross.* ->
                           logits, present.{i}.self.{key,value} (one position longer)
 so each generated token costs one decoder position, not a re-run over the whole prefix (the
-KV cache), and the cross-attention keys/values are computed once per sentence.
+KV cache), and the cross-attention keys/values are computed once per sentence. A fourth,
+reorder.onnx, gathers the cached tensors by beam (or by the rows still decoding) where they
+live: on CUDA the cache stays on the GPU between steps (ONNX Runtime IO binding, kv_cache
+"device"); only the logits come back to numpy. On CPU plain `run` calls pass numpy arrays
+(kv_cache "host"; IO binding measured no faster there).
 
 Greedy and beam search follow transformers' `generate` step for step (same logits
 processors, same beam bookkeeping and length-penalised scores), so the exported package
@@ -47,6 +51,8 @@ ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 DECODER_WITH_PAST_FILE = "decoder_with_past.onnx"
 GRAPH_FILES = (ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE)
+REORDER_FILE = "reorder.onnx"  # packages exported before it have none: their cache stays on the host
+KV_CACHE_CHOICES = ("auto", "host", "device")
 NEG = np.float32(-1.0e9)  # transformers' "never pick this beam" offset, in float32 like it
 SMALL_ROW = 256  # top_k: rows this narrow are sorted outright
 TOP_K_GROUPS = 64  # top_k: a wide row is read as this many rows of columns
@@ -58,6 +64,12 @@ def self_names(prefix: str, layers: int) -> list[str]:
 
 def cross_names(prefix: str, layers: int) -> list[str]:
     return [f"{prefix}.{i}.cross.{kv}" for i in range(layers) for kv in ("key", "value")]
+
+
+def reorder_names(layers: int) -> tuple[list[str], str, list[str]]:
+    """reorder.onnx's inputs (the 2 * layers cached tensors, self or cross), index, outputs."""
+    count = 2 * layers
+    return [f"kv.{i}" for i in range(count)], "index", [f"taken.{i}" for i in range(count)]
 
 
 def trim(ids: Sequence[int], eos_id: int, pad_id: int) -> list[int]:
@@ -196,6 +208,7 @@ class OnnxTranslator:
         verify: bool = True,
         threads: Optional[int] = None,
         precision: str = "auto",
+        kv_cache: str = "auto",
     ):
         self.package = Path(package)
         self.manifest = read_manifest(self.package, TASK, verify)
@@ -218,6 +231,25 @@ class OnnxTranslator:
         )
         self.present_self = self_names("present", self.layers)
         self.present_cross = cross_names("present", self.layers)
+        self.reorder: Optional[ort.InferenceSession] = None
+        self.device = self.cache_device(kv_cache, providers, options)
+
+    def cache_device(self, kv_cache: str, providers: list, options) -> Optional[tuple[str, int]]:
+        """Where the KV cache lives between steps: None for numpy on the host (plain `run`), or
+        the (device type, id) its OrtValues stay on, every graph run through IO binding and the
+        reorders through reorder.onnx. "auto": the device when the decoder runs on CUDA and the
+        package has reorder.onnx; "device" also works on CPU (what the tests check it with)."""
+        if kv_cache not in KV_CACHE_CHOICES:
+            raise PackageError(f"kv_cache {kv_cache!r} is not one of {list(KV_CACHE_CHOICES)}")
+        on_cuda = self.decoder_with_past.get_providers()[0] == "CUDAExecutionProvider"
+        has_reorder = REORDER_FILE in self.manifest["files"]
+        if kv_cache == "host" or (kv_cache == "auto" and not (on_cuda and has_reorder)):
+            return None
+        if not has_reorder:
+            raise PackageError(f"{self.package}: kv_cache 'device' needs {REORDER_FILE}, which this package (exported "
+                               "before it) does not list: re-export it, or use kv_cache 'host'")
+        self.reorder = inference_session(self.package / REORDER_FILE, providers, options)
+        return ("cuda", 0) if on_cuda else ("cpu", 0)
 
     # ------------------------------------------------------------ encoding
 
@@ -244,23 +276,54 @@ class OnnxTranslator:
 
     # ------------------------------------------------------------ graphs
 
-    def encode(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self.encoder.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    def bound(self, session, host_inputs: dict, device_inputs: dict, host_outputs: list[str], device_outputs: list[str]) -> list:
+        """One run through IO binding: numpy inputs copied in, OrtValues read where they are;
+        `host_outputs` come back as numpy arrays, `device_outputs` stay on self.device."""
+        binding = session.io_binding()
+        for name, value in host_inputs.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name, value in device_inputs.items():
+            binding.bind_ortvalue_input(name, value)
+        for name in host_outputs:
+            binding.bind_output(name, "cpu")
+        for name in device_outputs:
+            binding.bind_output(name, *self.device)
+        session.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        return [value.numpy() for value in outputs[: len(host_outputs)]] + list(outputs[len(host_outputs) :])
+
+    def take(self, tensors: list, index: np.ndarray) -> list:
+        """Each cached tensor's rows `index` (beams picked, or the rows still decoding)."""
+        if self.device is None:
+            return [tensor[index] for tensor in tensors]
+        inputs, index_name, outputs = reorder_names(self.layers)
+        return self.bound(self.reorder, {index_name: index.astype(np.int64)}, dict(zip(inputs, tensors)), [], outputs)
+
+    def encode(self, ids: np.ndarray, mask: np.ndarray):
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if self.device is None:
+            return self.encoder.run(None, feeds)[0]
+        return self.bound(self.encoder, feeds, {}, [], ["encoder_hidden_states"])[0]
 
     def first_step(self, hidden: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, list, list]:
         """The decoder-start token through decoder.onnx: last logits, self k/v, cross k/v."""
-        start = np.full((hidden.shape[0], 1), self.start_id, dtype=np.int64)
-        feeds = {"input_ids": start, "encoder_attention_mask": mask, "encoder_hidden_states": hidden}
-        names = ["logits", *self.present_self, *self.present_cross]
-        out = self.decoder.run(names, feeds)
+        start = np.full((mask.shape[0], 1), self.start_id, dtype=np.int64)
+        feeds = {"input_ids": start, "encoder_attention_mask": mask}
+        if self.device is None:
+            out = self.decoder.run(["logits", *self.present_self, *self.present_cross], {**feeds, "encoder_hidden_states": hidden})
+        else:
+            out = self.bound(self.decoder, feeds, {"encoder_hidden_states": hidden}, ["logits"], [*self.present_self, *self.present_cross])
         n = len(self.present_self)
         return out[0][:, -1, :], out[1 : 1 + n], out[1 + n :]
 
     def next_step(self, tokens: np.ndarray, mask: np.ndarray, past_self: list, cross: list) -> tuple[np.ndarray, list]:
         feeds = {"input_ids": tokens.reshape(-1, 1).astype(np.int64), "encoder_attention_mask": mask}
-        feeds.update(zip(self_names("past", self.layers), past_self))
-        feeds.update(zip(cross_names("past", self.layers), cross))
-        out = self.decoder_with_past.run(["logits", *self.present_self], feeds)
+        cached = dict(zip(self_names("past", self.layers), past_self))
+        cached.update(zip(cross_names("past", self.layers), cross))
+        if self.device is None:
+            out = self.decoder_with_past.run(["logits", *self.present_self], {**feeds, **cached})
+        else:
+            out = self.bound(self.decoder_with_past, feeds, cached, ["logits"], self.present_self)
         return out[0][:, -1, :], out[1:]
 
     # ------------------------------------------------------------ logits processors
@@ -309,7 +372,7 @@ class OnnxTranslator:
             if done.any():
                 going = ~done
                 rows, history, mask, tokens = rows[going], history[going], mask[going], tokens[going]
-                past_self, cross = [kv[going] for kv in past_self], [kv[going] for kv in cross]
+                past_self, cross = self.take(past_self, np.flatnonzero(going)), self.take(cross, np.flatnonzero(going))
             logits, past_self = self.next_step(tokens, mask, past_self, cross)
         return out
 
@@ -328,8 +391,9 @@ class OnnxTranslator:
         # The encoder and the first decoder step once per sentence: every beam starts from the
         # same token, so their first logits and caches are copies (generate computes them per beam).
         logits, past_self, cross = self.first_step(self.encode(ids, mask), mask)
-        logits, mask = np.repeat(logits, beams, axis=0), np.repeat(mask, beams, axis=0)
-        past_self, cross = [np.repeat(kv, beams, axis=0) for kv in past_self], [np.repeat(kv, beams, axis=0) for kv in cross]
+        spread = np.repeat(np.arange(len(ids)), beams)  # each sentence's row, once per beam
+        logits, mask = logits[spread], mask[spread]
+        past_self, cross = self.take(past_self, spread), self.take(cross, spread)
 
         s = BeamState.start(len(ids), beams, max_length, self.start_id, self.pad_id or self.eos_id)
         out: list[list[int]] = [[] for _ in range(len(ids))]
@@ -372,11 +436,11 @@ class OnnxTranslator:
                 break
             going = ~settled
             reorder = (parent + (np.arange(batch) * beams)[:, None])[going].reshape(-1)
-            past_self = [kv[reorder] for kv in past_self]
+            past_self = self.take(past_self, reorder)
             if settled.any():
                 s = s.subset(going)
-                going_beams = np.repeat(going, beams)
-                mask, cross = mask[going_beams], [kv[going_beams] for kv in cross]
+                going_beams = np.flatnonzero(np.repeat(going, beams))
+                mask, cross = mask[going_beams], self.take(cross, going_beams)
             logits, past_self = self.next_step(s.running[:, :, cur_len - 1].reshape(-1), mask, past_self, cross)
         return out
 

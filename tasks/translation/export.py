@@ -10,6 +10,9 @@ Package (models/onnx):
   decoder_with_past.onnx  input_ids [batch, 1], encoder_attention_mask, past.{i}.{self,cross}.{key,value}
                           -> logits, present.{i}.self.{key,value} (past + 1 positions)
   *.int8.onnx             the three graphs in dynamic INT8 (export.int8): encoder.int8.onnx, ...
+  reorder.onnx            kv.{0..2*layers-1}, index -> taken.{i} = kv.{i}[index]: the beam reorder
+                          of the KV cache as a graph, so that a CUDA runtime keeps the cache on
+                          the GPU (IO binding) instead of copying it through numpy every step
   tokenizer files         what save_pretrained writes; tokenizer.json is what the runtime reads
   manifest.json           languages and tag, special ids, max_length, shapes of the model,
                           graph inputs/outputs, generation defaults, sha256 of every file, the gate,
@@ -29,6 +32,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import onnx
 import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
@@ -39,9 +43,11 @@ from serving.translator import (
     DECODER_WITH_PAST_FILE,
     ENCODER_FILE,
     GRAPH_FILES,
+    REORDER_FILE,
     TASK,
     OnnxTranslator,
     cross_names,
+    reorder_names,
     self_names,
 )
 from tasks.common.errors import ExportError, HandoffError
@@ -200,6 +206,24 @@ def export_graphs(model: PreTrainedModel, package: Path, pad_id: int, start_id: 
     return kind
 
 
+def write_reorder_graph(package: Path, layers: int, opset: int) -> None:
+    """reorder.onnx: Gather along axis 0 of each of the 2 * layers cached tensors by one index
+    (self keys and values, or cross ones: both are 2 * layers float tensors of rank 4; each input
+    has dims of its own, since keys and values may lay positions out differently)."""
+    inputs, index, outputs = reorder_names(layers)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Gather", [name, index], [out], axis=0) for name, out in zip(inputs, outputs)],
+        "reorder",
+        [*(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [f"{name}.{d}" for d in range(4)]) for name in inputs),
+         onnx.helper.make_tensor_value_info(index, onnx.TensorProto.INT64, ["rows"])],
+        [onnx.helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, ["rows", *(f"{name}.{d}" for d in range(1, 4))])
+         for name, out in zip(inputs, outputs)],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)], producer_name="transfer-pipeline")
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, package / REORDER_FILE)
+
+
 def quantize_graphs(package: Path) -> dict:
     """encoder.int8.onnx, decoder.int8.onnx and decoder_with_past.int8.onnx beside the fp32 graphs."""
     settings = {}
@@ -292,6 +316,7 @@ def run(p: Params, paths: Paths) -> dict:
     started = time.perf_counter()
     with atomic_dir(paths.onnx) as package:
         decoder_kind = export_graphs(model, package, ids["pad_id"], ids["decoder_start_id"], p.export.opset)
+        write_reorder_graph(package, model.config.decoder_layers, p.export.opset)
         quantization = quantize_graphs(package) if p.export.int8 else None
         manifest = build_manifest(p, package, model, tokenizer, ids, model_dir, decoder_kind)
         if p.export.int8:

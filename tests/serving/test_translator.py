@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tasks.common.io import write_jsonl_atomic
@@ -423,3 +424,59 @@ def test_precision_int8_on_a_package_without_int8_graphs_is_refused(exported, tm
     assert OnnxTranslator(package).precision == "fp32"
     with pytest.raises(PackageError, match=r"no INT8 graph \(encoder\.int8\.onnx, decoder\.int8\.onnx, decoder_with_past\.int8\.onnx not in files\)"):
         OnnxTranslator(package, precision="int8")
+
+
+# ---------------------------------------------------------------- the KV cache on the device
+
+
+def test_a_device_kv_cache_gives_the_host_cache_ids(exported, translator):
+    """kv_cache "device": every graph through ONNX Runtime IO binding, the cache kept in
+    OrtValues and reordered by reorder.onnx (what a CUDA session does; here on the CPU device):
+    the very ids of the numpy cache, greedy and beam, with rows leaving the batch as they finish."""
+    on_device = OnnxTranslator(exported.onnx, kv_cache="device")
+    assert on_device.device == ("cpu", 0) and translator.device is None, "auto on CPU keeps the cache in numpy"
+    texts = test_sentences(16)
+    for options in ({"num_beams": 1}, {"num_beams": 3, "early_stopping": True}, {"num_beams": 2, "no_repeat_ngram_size": 2}):
+        assert on_device.generate_ids(texts, batch_size=8, **options) == translator.generate_ids(texts, batch_size=8, **options)
+    # rows leaving the batch (this tiny model seldom ends a row early): the same take on real caches
+    ids, mask = translator.pad([translator.encode_ids(text) for text in texts[:4]])
+    _, host_self, host_cross = translator.first_step(translator.encode(ids, mask), mask)
+    _, device_self, device_cross = on_device.first_step(on_device.encode(ids, mask), mask)
+    going = np.array([3, 1])
+    for host, device in ((host_self, device_self), (host_cross, device_cross)):
+        assert all(not isinstance(tensor, np.ndarray) for tensor in device), "OrtValues, not numpy"
+        for expected, taken in zip(translator.take(host, going), on_device.take(device, going)):
+            np.testing.assert_array_equal(taken.numpy(), expected)
+
+
+def test_the_reorder_graph_gathers_rows_of_every_cached_tensor(exported):
+    import onnxruntime as ort
+
+    from serving.translator import REORDER_FILE, reorder_names
+
+    layers = OnnxTranslator(exported.onnx).layers
+    inputs, index_name, outputs = reorder_names(layers)
+    session = ort.InferenceSession(str(exported.onnx / REORDER_FILE), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == [*inputs, index_name] and [o.name for o in session.get_outputs()] == outputs
+    rng = np.random.default_rng(0)
+    # keys and values of other layouts side by side, as self keys (heads, dim, past) and values (heads, past, dim)
+    tensors = [rng.standard_normal((3, 2, 4 + i % 2, 5 - i % 2)).astype(np.float32) for i in range(len(inputs))]
+    index = np.array([2, 2, 0, 1, 0])
+    taken = session.run(None, {**dict(zip(inputs, tensors)), index_name: index})
+    for tensor, out in zip(tensors, taken):
+        np.testing.assert_array_equal(out, tensor[index])
+
+
+def test_a_device_kv_cache_needs_the_reorder_graph(exported, tmp_path):
+    from tests.serving.conftest import read_manifest_json, write_manifest_json
+
+    package = Path(shutil.copytree(exported.onnx, tmp_path / "onnx"))
+    manifest = read_manifest_json(package)
+    (package / "reorder.onnx").unlink()
+    del manifest["files"]["reorder.onnx"]  # as a package exported before it
+    write_manifest_json(package, manifest)
+    assert OnnxTranslator(package).device is None
+    with pytest.raises(PackageError, match=r"kv_cache 'device' needs reorder\.onnx, which this package .* does not list"):
+        OnnxTranslator(package, kv_cache="device")
+    with pytest.raises(PackageError, match=r"kv_cache 'gpu' is not one of \['auto', 'host', 'device'\]"):
+        OnnxTranslator(package, kv_cache="gpu")
