@@ -259,24 +259,52 @@ class _DropMessage(logging.Filter):
         return self.text not in record.getMessage()
 
 
+def fold_weight_transposes(model: onnx.ModelProto) -> int:
+    """Replace each Transpose of an initializer by the transposed initializer (in place; the
+    original stays for its other readers). quantize_dynamic quantizes a MatMul only when its
+    weight is an initializer: a tied output embedding, read by the output layer through a
+    Transpose (and by the embedding's Gather as it is), would otherwise stay float32. Returns
+    how many were folded."""
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    kept, folded = [], 0
+    for node in model.graph.node:
+        if node.op_type != "Transpose" or node.input[0] not in initializers:
+            kept.append(node)
+            continue
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        weight = numpy_helper.to_array(initializers[node.input[0]])
+        model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight.transpose(perm)), node.output[0]))
+        folded += 1
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return folded
+
+
 def quantize_graph(source: Path, out: Path, op_types: list[str] | None = None, per_channel: bool = False,
                    reduce_range: bool = False, exclude: list[str] | None = None) -> dict:
     """Dynamic INT8 (onnxruntime.quantization.quantize_dynamic): QInt8 weights stored in the
-    file, activations quantized per batch at run time; what was asked is returned for the manifest."""
+    file, activations quantized per batch at run time; what was asked is returned for the manifest.
+    Weights behind a Transpose are folded first (fold_weight_transposes), so they are quantized too."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    model = onnx.load(source)
+    folded = fold_weight_transposes(model)
     # Its advice to run onnxruntime's shape-inference pre-processing first is for static
     # (calibrated) quantization of vision models; it changes nothing for these dynamic graphs.
     advice = _DropMessage("consider to run pre-processing before quantization")
     logging.getLogger().addFilter(advice)
     try:
-        quantize_dynamic(
-            str(source), str(out), op_types_to_quantize=op_types, per_channel=per_channel, reduce_range=reduce_range,
-            weight_type=QuantType.QInt8, nodes_to_exclude=exclude or None,
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            folded_file = Path(tmp) / source.name
+            onnx.save(model, folded_file)
+            quantize_dynamic(
+                str(folded_file), str(out), op_types_to_quantize=op_types, per_channel=per_channel,
+                reduce_range=reduce_range, weight_type=QuantType.QInt8, nodes_to_exclude=exclude or None,
+            )
     finally:
         logging.getLogger().removeFilter(advice)
     return {
+        "weight_transposes_folded": folded,
         "method": "onnxruntime.quantization.quantize_dynamic",
         "weight_type": "QInt8",
         "op_types": op_types or "all supported",

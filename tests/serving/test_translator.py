@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from tasks.common.io import write_jsonl_atomic
@@ -402,6 +403,13 @@ def test_int8_graphs_are_listed_scored_with_bleu_and_run(exported, translator):
     assert int8["metric"] == "bleu" and int8["texts"] == GATE_SENTENCES and int8["bleu_signature"].startswith("nrefs:1")
     assert int8["drop"] == pytest.approx(int8["fp32"] - int8["int8"], abs=1e-3) and int8["drop"] <= int8["max_drop"]
     assert 0 <= int8["identical"] <= GATE_SENTENCES and set(int8["bytes"]) == set(names)
+    # the tied output layer (read through a Transpose of the embedding) is quantized too: no
+    # MatMul of any INT8 graph keeps a float32 weight
+    assert int8["quantization"]["weight_transposes_folded"] >= 1
+    for name in names:
+        graph = onnx.load(exported.onnx / name).graph
+        weights = {tensor.name for tensor in graph.initializer}
+        assert not [n.name for n in graph.node if n.op_type in ("MatMul", "Transpose") and set(n.input) & weights], name
     quantized = OnnxTranslator(exported.onnx, precision="int8")
     assert quantized.precision == "int8" and quantized.graph_files == names
     texts = test_sentences(8)
