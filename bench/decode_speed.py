@@ -15,7 +15,10 @@ Token ids must be identical for a row to count. Prints a markdown table with, pe
 ORT's beam/greedy time ratio and generate's/ORT's time ratio, and writes
 bench/results/decode_speed.json. "graphs s" is the part of ORT's time spent inside the three
 graphs' `run` calls; generate s / graphs s is the ceiling on the speed-up: what any search loop
-around these graphs could reach if its own work cost nothing.
+around these graphs could reach if its own work cost nothing. A package with search.onnx (the
+beam step's candidate scoring as a graph, not counted as "inside the graphs": it is search work)
+gets a second beam row, "numpy step", with the same translator scoring candidates in numpy: the
+A/B of that graph in one run.
 """
 
 from __future__ import annotations
@@ -84,6 +87,15 @@ def decodings(translator: OnnxTranslator, max_new_tokens: int) -> dict[str, dict
     return {"greedy": greedy_options(max_new_tokens), f"beam {beam['num_beams']}": beam}
 
 
+def search_variants(translator: OnnxTranslator, name: str) -> dict[str, object]:
+    """The candidate scorers to time for one decoding: the translator's own, and for beam search
+    on a package with search.onnx the numpy step too."""
+    variants = {name: translator.search}
+    if name != "greedy" and translator.search is not None:
+        variants[f"{name}, numpy step"] = None
+    return variants
+
+
 def measure(workspace: Path, sentences: int, batch_sizes: list[int], thread_counts: list[int]) -> list[dict]:
     paths = Paths(workspace)
     params = load_params(workspace / "params.yaml")
@@ -98,26 +110,35 @@ def measure(workspace: Path, sentences: int, batch_sizes: list[int], thread_coun
             feeds = reference_batches(tokenizer, texts, translator.plan_batches(texts, batch_size), params.data.target.languages.tgt,
                                       translator.max_length, ids["pad_id"])
             for name, options in decodings(translator, params.evaluate.generation.max_new_tokens).items():
-                runtime, ort_seconds, graph_seconds = ort_decode(translator, texts, batch_size, options)
                 if name not in references:
                     references[name] = torch_generate(model, feeds, len(texts), ids, **options)
                 reference, generate_seconds = references[name]
-                rows.append({
-                    "batch_size": batch_size,
-                    "decoding": name,
-                    "ort_threads": threads,
-                    "torch_threads": torch.get_num_threads(),
-                    "ort_seconds": round(ort_seconds, 3),
-                    "generate_seconds": round(generate_seconds, 3),
-                    "speedup": round(generate_seconds / ort_seconds, 2),
-                    "graph_seconds": round(graph_seconds, 3),
-                    "ceiling": round(generate_seconds / graph_seconds, 2),
-                    "identical": sum(a == b for a, b in zip(runtime, reference)),
-                    "sentences": len(texts),
-                    "decoder_graphs": translator.manifest.get("decoder_graphs", "traced"),
-                })
-                print(json.dumps(rows[-1]), flush=True)
+                own = translator.search
+                for variant, search in search_variants(translator, name).items():
+                    translator.search = search
+                    rows.append(timed_row(translator, texts, batch_size, options, variant, threads, reference, generate_seconds))
+                    print(json.dumps(rows[-1]), flush=True)
+                translator.search = own
     return rows
+
+
+def timed_row(translator: OnnxTranslator, texts: list[str], batch_size: int, options: dict, variant: str, threads: int,
+              reference: list, generate_seconds: float) -> dict:
+    runtime, ort_seconds, graph_seconds = ort_decode(translator, texts, batch_size, options)
+    return {
+        "batch_size": batch_size,
+        "decoding": variant,
+        "ort_threads": threads,
+        "torch_threads": torch.get_num_threads(),
+        "ort_seconds": round(ort_seconds, 3),
+        "generate_seconds": round(generate_seconds, 3),
+        "speedup": round(generate_seconds / ort_seconds, 2),
+        "graph_seconds": round(graph_seconds, 3),
+        "ceiling": round(generate_seconds / graph_seconds, 2),
+        "identical": sum(a == b for a, b in zip(runtime, reference)),
+        "sentences": len(texts),
+        "decoder_graphs": translator.manifest.get("decoder_graphs", "traced"),
+    }
 
 
 def beam_cost(rows: list[dict], row: dict) -> str:

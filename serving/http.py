@@ -245,6 +245,8 @@ def describe_model(model, package: Path, task: str, settings: Settings) -> dict:
         info["language_tag"] = manifest.get("language_tag")
         # where the KV cache lives between decoding steps: "host" (numpy) or the device's name
         info["kv_cache"] = "host" if model.device is None else model.device[0]
+        # what scores a beam step's candidates: search.onnx ("graph") or numpy (older packages)
+        info["search"] = "numpy" if model.search is None else "graph"
         info["decoding"] = model.decoding()
         info["limits"]["max_num_beams"] = MAX_BEAMS
     return info

@@ -15,7 +15,11 @@ KV cache), and the cross-attention keys/values are computed once per sentence. A
 reorder.onnx, gathers the cached tensors by beam (or by the rows still decoding) where they
 live: on CUDA the cache stays on the GPU between steps (ONNX Runtime IO binding, kv_cache
 "device"); only the logits come back to numpy. On CPU plain `run` calls pass numpy arrays
-(kv_cache "host"; IO binding measured no faster there).
+(kv_cache "host"; IO binding measured no faster there). A fifth, search.onnx, scores a beam
+step's candidates on the CPU: log-softmax of the logits, the banned tokens at -inf, plus each
+hypothesis's running score, top 2 * beams per sentence (search "graph"); the same numpy
+operations (search "numpy", and packages exported before it) cost about twice as much, most of
+it numpy's exp over beams x vocab logits.
 
 Greedy and beam search follow transformers' `generate` step for step (same logits
 processors, same beam bookkeeping and length-penalised scores), so the exported package
@@ -53,6 +57,8 @@ DECODER_WITH_PAST_FILE = "decoder_with_past.onnx"
 GRAPH_FILES = (ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE)
 REORDER_FILE = "reorder.onnx"  # packages exported before it have none: their cache stays on the host
 KV_CACHE_CHOICES = ("auto", "host", "device")
+SEARCH_FILE = "search.onnx"  # packages exported before it have none: their beam step is numpy's
+SEARCH_CHOICES = ("auto", "graph", "numpy")
 NEG = np.float32(-1.0e9)  # transformers' "never pick this beam" offset, in float32 like it
 SMALL_ROW = 256  # top_k: rows this narrow are sorted outright
 TOP_K_GROUPS = 64  # top_k: a wide row is read as this many rows of columns
@@ -72,6 +78,13 @@ def reorder_names(layers: int) -> tuple[list[str], str, list[str]]:
     return [f"kv.{i}" for i in range(count)], "index", [f"taken.{i}" for i in range(count)]
 
 
+def search_names() -> tuple[list[str], list[str]]:
+    """search.onnx's inputs and outputs: logits (rows, vocab), running_scores (rows, 1), banned
+    (n, 2) (row, token) pairs, grid [sentences, -1] (int64), k [1] (int64) -> top_scores,
+    top_index (sentences, k), flat indices over beams x vocab."""
+    return ["logits", "running_scores", "banned", "grid", "k"], ["top_scores", "top_index"]
+
+
 def trim(ids: Sequence[int], eos_id: int, pad_id: int) -> list[int]:
     """A generated row as both runtimes are compared: up to and including its first </s>,
     without trailing padding (transformers pads finished rows, and fills unused beam slots
@@ -87,15 +100,22 @@ def trim(ids: Sequence[int], eos_id: int, pad_id: int) -> list[int]:
 def block_repeated_ngrams(scores: np.ndarray, sequences: np.ndarray, size: int) -> None:
     """NoRepeatNGramLogitsProcessor over every row at once: a token that would complete an
     n-gram of `size` already in its row's `sequences` gets -inf in `scores` (in place)."""
+    rows, tokens = repeated_ngrams(sequences, size)
+    scores[rows, tokens] = -np.inf
+
+
+def repeated_ngrams(sequences: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, tokens): each token that would complete an n-gram of `size` already in its row of
+    `sequences` (a pair may come more than once)."""
     length = sequences.shape[1]
     if size < 1 or length < size:  # no complete n-gram yet
-        return
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     starts = length - size + 1  # n-grams in each row; the last size-1 tokens are the prefix to match
     match = np.ones((sequences.shape[0], starts), dtype=bool)
     for offset in range(size - 1):  # n-gram positions compared one at a time: no window views
         match &= sequences[:, offset : offset + starts] == sequences[:, starts + offset, None]
     rows, first = np.nonzero(match)
-    scores[rows, sequences[rows, first + size - 1]] = -np.inf
+    return rows, sequences[rows, first + size - 1]
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -209,6 +229,7 @@ class OnnxTranslator:
         threads: Optional[int] = None,
         precision: str = "auto",
         kv_cache: str = "auto",
+        search: str = "auto",
     ):
         self.package = Path(package)
         self.manifest = read_manifest(self.package, TASK, verify)
@@ -233,6 +254,7 @@ class OnnxTranslator:
         self.present_cross = cross_names("present", self.layers)
         self.reorder: Optional[ort.InferenceSession] = None
         self.device = self.cache_device(kv_cache, providers, options)
+        self.search = self.search_session(search, options)
 
     def cache_device(self, kv_cache: str, providers: list, options) -> Optional[tuple[str, int]]:
         """Where the KV cache lives between steps: None for numpy on the host (plain `run`), or
@@ -250,6 +272,20 @@ class OnnxTranslator:
                                "before it) does not list: re-export it, or use kv_cache 'host'")
         self.reorder = inference_session(self.package / REORDER_FILE, providers, options)
         return ("cuda", 0) if on_cuda else ("cpu", 0)
+
+    def search_session(self, search: str, options) -> Optional[ort.InferenceSession]:
+        """The session that scores beam candidates (search.onnx), or None for numpy. "auto": the
+        graph when the package has it. On the CPU always: the logits come back to the host for
+        the search anyway, and the graph's work is a few passes over beams x vocab floats."""
+        if search not in SEARCH_CHOICES:
+            raise PackageError(f"search {search!r} is not one of {list(SEARCH_CHOICES)}")
+        has_graph = SEARCH_FILE in self.manifest["files"]
+        if search == "numpy" or (search == "auto" and not has_graph):
+            return None
+        if not has_graph:
+            raise PackageError(f"{self.package}: search 'graph' needs {SEARCH_FILE}, which this package (exported "
+                               "before it) does not list: re-export it, or use search 'numpy'")
+        return inference_session(self.package / SEARCH_FILE, ["CPUExecutionProvider"], options)
 
     # ------------------------------------------------------------ encoding
 
@@ -343,11 +379,48 @@ class OnnxTranslator:
         suppressed = self.generation.get("suppressed_ids") or []
         if suppressed:
             scores[:, suppressed] = -np.inf
-        forced = self.generation.get("forced_eos_token_id")
-        if forced is not None and cur_len == max_length - 1:
+        if self.forces_eos(cur_len, max_length):
             scores[:] = -np.inf
-            scores[:, forced] = 0.0
+            scores[:, self.generation["forced_eos_token_id"]] = 0.0
         return scores
+
+    def forces_eos(self, cur_len: int, max_length: int) -> bool:
+        return self.generation.get("forced_eos_token_id") is not None and cur_len == max_length - 1
+
+    def banned(self, sequences: np.ndarray, options: dict) -> np.ndarray:
+        """The (row, token) pairs `process` sets to -inf when only banning applies (no-repeat
+        n-grams, suppressed tokens), as an (n, 2) int64 array."""
+        rows, tokens = repeated_ngrams(sequences, options.get("no_repeat_ngram_size", 0))
+        suppressed = self.generation.get("suppressed_ids") or []
+        if suppressed:
+            rows = np.concatenate([rows, np.repeat(np.arange(len(sequences)), len(suppressed))])
+            tokens = np.concatenate([tokens, np.tile(np.asarray(suppressed, dtype=np.int64), len(sequences))])
+        return np.stack([rows, tokens], axis=1).astype(np.int64, copy=False)
+
+    def best_candidates(self, logits: np.ndarray, so_far: np.ndarray, running_scores: np.ndarray, max_length: int,
+                        options: dict, keep: int) -> tuple[np.ndarray, np.ndarray]:
+        """A beam step's `keep` best continuations per sentence: their scores (the log-softmax of
+        the logits after the logits processors, plus the running score of the hypothesis they
+        extend) and flat indices over beams x vocab, best first, ties by lower index (torch.topk's
+        order). search.onnx computes it when the step only bans tokens (a repetition penalty
+        rescales scores, the last step forces </s>: those go through `process`), and unless a
+        score comes out NaN, which the numpy path orders as generate does."""
+        batch = running_scores.shape[0]
+        penalised = options.get("repetition_penalty", 1.0) != 1.0
+        if self.search is not None and not penalised and not self.forces_eos(so_far.shape[1], max_length):
+            feeds = {
+                "logits": logits.astype(np.float32, copy=False),
+                "running_scores": running_scores.reshape(-1, 1),
+                "banned": self.banned(so_far, options),
+                "grid": np.array([batch, -1], dtype=np.int64),
+                "k": np.array([keep], dtype=np.int64),
+            }
+            top_scores, top_index = self.search.run(None, feeds)
+            if not np.isnan(top_scores).any():
+                return top_scores, top_index
+        log_probs = self.process(log_softmax(logits), so_far, max_length, options)
+        vocab = log_probs.shape[-1]
+        return top_k((log_probs.reshape(batch, -1, vocab) + running_scores[:, :, None]).reshape(batch, -1), keep)
 
     # ------------------------------------------------------------ search
 
@@ -400,10 +473,8 @@ class OnnxTranslator:
         while True:
             batch = len(s.rows)
             so_far = s.running[:, :, :cur_len].reshape(batch * beams, cur_len)
-            log_probs = self.process(log_softmax(logits), so_far, max_length, options)
-            vocab = log_probs.shape[-1]
-            total = (log_probs.reshape(batch, beams, vocab) + s.running_scores[:, :, None]).reshape(batch, -1)
-            top_scores, top_index = top_k(total, keep)
+            vocab = logits.shape[-1]
+            top_scores, top_index = self.best_candidates(logits, so_far, s.running_scores, max_length, options, keep)
             from_beam, tokens = top_index // vocab, top_index % vocab
             candidates = gather_beams(s.running, from_beam)
             candidates[:, :, cur_len] = tokens
@@ -436,7 +507,8 @@ class OnnxTranslator:
                 break
             going = ~settled
             reorder = (parent + (np.arange(batch) * beams)[:, None])[going].reshape(-1)
-            past_self = self.take(past_self, reorder)
+            if len(reorder) < batch * beams or (reorder != np.arange(batch * beams)).any():  # often every beam extends itself
+                past_self = self.take(past_self, reorder)
             if settled.any():
                 s = s.subset(going)
                 going_beams = np.flatnonzero(np.repeat(going, beams))

@@ -13,6 +13,9 @@ Package (models/onnx):
   reorder.onnx            kv.{0..2*layers-1}, index -> taken.{i} = kv.{i}[index]: the beam reorder
                           of the KV cache as a graph, so that a CUDA runtime keeps the cache on
                           the GPU (IO binding) instead of copying it through numpy every step
+  search.onnx             logits, running_scores, banned, grid, k -> top_scores, top_index: a beam
+                          step's candidate scoring (log-softmax, banned tokens, running scores,
+                          top-k) in ONNX Runtime's kernels instead of numpy's
   tokenizer files         what save_pretrained writes; tokenizer.json is what the runtime reads
   manifest.json           languages and tag, special ids, max_length, shapes of the model,
                           graph inputs/outputs, generation defaults, sha256 of every file, the gate,
@@ -32,7 +35,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnx.numpy_helper
 import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
@@ -44,10 +49,12 @@ from serving.translator import (
     ENCODER_FILE,
     GRAPH_FILES,
     REORDER_FILE,
+    SEARCH_FILE,
     TASK,
     OnnxTranslator,
     cross_names,
     reorder_names,
+    search_names,
     self_names,
 )
 from tasks.common.errors import ExportError, HandoffError
@@ -224,6 +231,39 @@ def write_reorder_graph(package: Path, layers: int, opset: int) -> None:
     onnx.save(model, package / REORDER_FILE)
 
 
+def write_search_graph(package: Path, opset: int) -> None:
+    """search.onnx: the beam step's candidate scores, as serving.translator's numpy path computes
+    them: LogSoftmax over the vocabulary, -inf at the banned (row, token) pairs (ScatterND; a
+    pair given twice writes the same -inf), plus each row's running score, each sentence's rows
+    side by side (Reshape to grid), TopK k (best first, ties by lower index, as torch.topk)."""
+    (logits, running, banned, grid, k), (top_scores, top_index) = search_names()
+    helper, tensor = onnx.helper, onnx.TensorProto
+    nodes = [
+        helper.make_node("LogSoftmax", [logits], ["log_probs"], axis=-1),
+        helper.make_node("Shape", [banned], ["banned_count"], start=0, end=1),
+        helper.make_node("Expand", ["minus_infinity", "banned_count"], ["banned_scores"]),
+        helper.make_node("ScatterND", ["log_probs", banned, "banned_scores"], ["allowed"]),
+        helper.make_node("Add", ["allowed", running], ["total"]),
+        helper.make_node("Reshape", ["total", grid], ["per_sentence"]),
+        helper.make_node("TopK", ["per_sentence", k], [top_scores, top_index], axis=-1, largest=1, sorted=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "search",
+        [helper.make_tensor_value_info(logits, tensor.FLOAT, ["rows", "vocab"]),
+         helper.make_tensor_value_info(running, tensor.FLOAT, ["rows", 1]),
+         helper.make_tensor_value_info(banned, tensor.INT64, ["banned", 2]),
+         helper.make_tensor_value_info(grid, tensor.INT64, [2]),
+         helper.make_tensor_value_info(k, tensor.INT64, [1])],
+        [helper.make_tensor_value_info(top_scores, tensor.FLOAT, ["sentences", "k"]),
+         helper.make_tensor_value_info(top_index, tensor.INT64, ["sentences", "k"])],
+        [onnx.numpy_helper.from_array(np.array([-np.inf], dtype=np.float32), "minus_infinity")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="transfer-pipeline")
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, package / SEARCH_FILE)
+
+
 def quantize_graphs(package: Path) -> dict:
     """encoder.int8.onnx, decoder.int8.onnx and decoder_with_past.int8.onnx beside the fp32 graphs."""
     settings = {}
@@ -317,6 +357,7 @@ def run(p: Params, paths: Paths) -> dict:
     with atomic_dir(paths.onnx) as package:
         decoder_kind = export_graphs(model, package, ids["pad_id"], ids["decoder_start_id"], p.export.opset)
         write_reorder_graph(package, model.config.decoder_layers, p.export.opset)
+        write_search_graph(package, p.export.opset)
         quantization = quantize_graphs(package) if p.export.int8 else None
         manifest = build_manifest(p, package, model, tokenizer, ids, model_dir, decoder_kind)
         if p.export.int8:

@@ -436,6 +436,7 @@ def test_translate_gives_the_runtimes_translations(translate_server, translation
     assert meta["decoding"]["num_beams"] == manifest["generation"]["num_beams"]
     assert meta["threads"] == translator.encoder.get_session_options().intra_op_num_threads
     assert meta["kv_cache"] == "host", "a CPU server keeps the KV cache in numpy"
+    assert meta["search"] == "graph", "the package has search.onnx"
 
 
 def test_metrics_count_requests_by_endpoint_and_status(classify_server):

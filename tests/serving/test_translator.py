@@ -488,3 +488,89 @@ def test_a_device_kv_cache_needs_the_reorder_graph(exported, tmp_path):
         OnnxTranslator(package, kv_cache="device")
     with pytest.raises(PackageError, match=r"kv_cache 'gpu' is not one of \['auto', 'host', 'device'\]"):
         OnnxTranslator(package, kv_cache="gpu")
+
+
+# ---------------------------------------------------------------- the beam step's scoring graph
+
+
+def test_the_search_graph_scores_candidates_as_the_numpy_step(exported):
+    """search.onnx against the numpy path (log_softmax, banned pairs at -inf, running scores,
+    top_k): ties everywhere (integer logits), a row banned whole, a pair banned twice, no pair at
+    all, one sentence and several: the same indices in the same order, the same scores."""
+    import onnxruntime as ort
+
+    from serving.translator import SEARCH_FILE, log_softmax, search_names, top_k
+
+    session = ort.InferenceSession(str(exported.onnx / SEARCH_FILE), providers=["CPUExecutionProvider"])
+    inputs, outputs = search_names()
+    assert [i.name for i in session.get_inputs()] == inputs and [o.name for o in session.get_outputs()] == outputs
+    rng = np.random.default_rng(0)
+    for sentences, beams, vocab in ((1, 4, 700), (3, 2, 50), (5, 3, 400)):
+        rows = sentences * beams
+        for logits in (rng.integers(0, 4, (rows, vocab)).astype(np.float32), rng.standard_normal((rows, vocab)).astype(np.float32)):
+            running = -rng.integers(0, 3, (rows, 1)).astype(np.float32)
+            banned_pairs = [np.zeros((0, 2), dtype=np.int64),
+                            np.array([[0, 3], [0, 3], [rows - 1, vocab - 1]]),
+                            np.stack([np.zeros(vocab, dtype=np.int64), np.arange(vocab)], axis=1)]  # row 0 banned whole
+            for banned in banned_pairs:
+                keep = 2 * beams
+                scores, index = session.run(None, {"logits": logits, "running_scores": running, "banned": banned,
+                                                   "grid": np.array([sentences, -1]), "k": np.array([keep])})
+                expected = log_softmax(logits.copy())
+                expected[banned[:, 0], banned[:, 1]] = -np.inf
+                expected_scores, expected_index = top_k((expected + running).reshape(sentences, -1), keep)
+                np.testing.assert_array_equal(index, expected_index)
+                np.testing.assert_allclose(scores, expected_scores, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"num_beams": 3, "early_stopping": True, "no_repeat_ngram_size": 2},
+        {"num_beams": 4, "early_stopping": False, "length_penalty": 0.6, "no_repeat_ngram_size": 1},
+        {"num_beams": 2, "max_new_tokens": 4},  # the last step forces </s>: scored by numpy
+        {"num_beams": 3, "repetition_penalty": 1.4},  # a penalty rescales scores: numpy
+    ],
+)
+def test_the_search_graph_and_numpy_give_the_same_beam_ids(exported, translator, options):
+    numpy_search = OnnxTranslator(exported.onnx, search="numpy")
+    assert translator.search is not None and numpy_search.search is None, "auto uses the package's search.onnx"
+    texts = test_sentences(16)
+    assert translator.generate_ids(texts, batch_size=8, **options) == numpy_search.generate_ids(texts, batch_size=8, **options)
+
+
+def test_the_search_graph_is_used_where_it_can_be(exported, translator, monkeypatch):
+    """Every beam step runs search.onnx, but the one that forces </s> and every step under a
+    repetition penalty (their scores are not a ban away from the log-softmax)."""
+    steps, graph_runs = [], []
+    real_search, real_step = translator.search, translator.best_candidates
+
+    def step(logits, so_far, running_scores, max_length, options, keep):
+        steps.append(translator.forces_eos(so_far.shape[1], max_length))
+        return real_step(logits, so_far, running_scores, max_length, options, keep)
+
+    monkeypatch.setattr(translator, "best_candidates", step)
+    monkeypatch.setattr(translator, "search", type("Counted", (), {"run": lambda self, *a: graph_runs.append(1) or real_search.run(*a)})())
+    translator.generate_ids(test_sentences(4), num_beams=2, max_new_tokens=4, batch_size=4)
+    assert True in steps and len(graph_runs) == steps.count(False) > 0, "every step but the forced one"
+    steps.clear(), graph_runs.clear()
+    translator.generate_ids(test_sentences(4), num_beams=2, repetition_penalty=1.2, batch_size=4)
+    assert steps and graph_runs == []
+
+
+def test_a_package_without_the_search_graph_searches_in_numpy(exported, tmp_path):
+    from tests.serving.conftest import read_manifest_json, write_manifest_json
+
+    package = Path(shutil.copytree(exported.onnx, tmp_path / "onnx"))
+    manifest = read_manifest_json(package)
+    (package / "search.onnx").unlink()
+    del manifest["files"]["search.onnx"]  # as a package exported before it
+    write_manifest_json(package, manifest)
+    old = OnnxTranslator(package)
+    assert old.search is None
+    texts = test_sentences(8)
+    assert old.generate_ids(texts, num_beams=3) == OnnxTranslator(exported.onnx).generate_ids(texts, num_beams=3)
+    with pytest.raises(PackageError, match=r"search 'graph' needs search\.onnx, which this package .* does not list"):
+        OnnxTranslator(package, search="graph")
+    with pytest.raises(PackageError, match=r"search 'fast' is not one of \['auto', 'graph', 'numpy'\]"):
+        OnnxTranslator(package, search="fast")
