@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 # The fake stage. Behaviour is switched by files in $FAKE_CONTROL (outside the project, so
 # DVC never sees them): <name>.user_error, <name>.fail_once, <name>.sleep (seconds).
-# Each attempt appends a line to <name>.attempts.
+# Each attempt appends a line to <name>.attempts; a sleeping one "start" and "end" lines to
+# <name>.spans (two runs of it at once would write two starts in a row).
 STEP = '''\
 import json, os, sys, time
 from pathlib import Path
@@ -30,7 +31,11 @@ with open(control / f"{name}.attempts", "a") as handle:
     handle.write("attempt\\n")
 if (control / f"{name}.sleep").exists():
     (control / f"{name}.started").touch()
+    with open(control / f"{name}.spans", "a") as handle:
+        handle.write("start\\n")
     time.sleep(float((control / f"{name}.sleep").read_text()))
+    with open(control / f"{name}.spans", "a") as handle:
+        handle.write("end\\n")
 if (control / f"{name}.user_error").exists():
     print(f"error: {name}: data.source.path: file not found (got 'missing.tsv')", file=sys.stderr)
     sys.exit(1)

@@ -42,11 +42,10 @@ def when(value: str | None) -> datetime | None:
 
 
 def settled(runs: list[dict]) -> bool:
-    """The first run completed and the next one was decided: cancelled, or started only after."""
+    """The first run completed and the next one was decided: cancelled, or started."""
     if len(runs) < 2 or runs[0]["state_type"] != "COMPLETED":
         return False
-    first_end, second = when(runs[0]["end_time"]), runs[1]
-    return second["state_type"] == "CANCELLED" or (second["start_time"] is not None and when(second["start_time"]) >= first_end)
+    return runs[1]["state_type"] == "CANCELLED" or runs[1]["start_time"] is not None
 
 
 def test_a_scheduled_deployment_runs_one_run_at_a_time_with_its_artifact(project, control, tmp_path):  # noqa: F811
@@ -75,9 +74,12 @@ def test_a_scheduled_deployment_runs_one_run_at_a_time_with_its_artifact(project
         assert first["auto_scheduled"] is True, "started by the schedule, not by hand"
         # the second was due while the first ran, and did not run beside it
         assert when(first["start_time"]) < when(second["expected_start_time"]) < when(first["end_time"])
-        ran = [r for r in runs if r["start_time"]]
-        for a, b in zip(ran, ran[1:]):
-            assert a["end_time"] and when(b["start_time"]) >= when(a["end_time"]), "two runs overlapped"
+        # what ran, as the train stage itself logged it: Prefect's start and end times come from
+        # the states' client-side timestamps, which may put a run's start a moment before the
+        # previous run's end even though its concurrency slot was only granted after that end
+        spans = (control / "train.spans").read_text().split()
+        assert spans[:2] == ["start", "end"], spans
+        assert all(a != b for a, b in zip(spans, spans[1:])), f"two runs of the train stage overlapped: {spans}"
         artifacts = httpx.post(f"{api}/artifacts/filter", timeout=10,
                                json={"artifacts": {"key": {"any_": [fp.ARTIFACT_KEY]}},
                                      "flow_runs": {"id": {"any_": [first["id"]]}}}).json()
