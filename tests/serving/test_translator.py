@@ -475,14 +475,20 @@ def test_the_reorder_graph_gathers_rows_of_every_cached_tensor(exported):
         np.testing.assert_array_equal(out, tensor[index])
 
 
-def test_a_device_kv_cache_needs_the_reorder_graph(exported, tmp_path):
+def exported_before(exported: Paths, tmp_path: Path, graph: str) -> Path:
+    """A copy of the exported package without `graph`, as a package exported before it was."""
     from tests.serving.conftest import read_manifest_json, write_manifest_json
 
     package = Path(shutil.copytree(exported.onnx, tmp_path / "onnx"))
     manifest = read_manifest_json(package)
-    (package / "reorder.onnx").unlink()
-    del manifest["files"]["reorder.onnx"]  # as a package exported before it
+    (package / graph).unlink()
+    del manifest["files"][graph]
     write_manifest_json(package, manifest)
+    return package
+
+
+def test_a_device_kv_cache_needs_the_reorder_graph(exported, tmp_path):
+    package = exported_before(exported, tmp_path, "reorder.onnx")
     assert OnnxTranslator(package).device is None
     with pytest.raises(PackageError, match=r"kv_cache 'device' needs reorder\.onnx, which this package .* does not list"):
         OnnxTranslator(package, kv_cache="device")
@@ -559,13 +565,7 @@ def test_the_search_graph_is_used_where_it_can_be(exported, translator, monkeypa
 
 
 def test_a_package_without_the_search_graph_searches_in_numpy(exported, tmp_path):
-    from tests.serving.conftest import read_manifest_json, write_manifest_json
-
-    package = Path(shutil.copytree(exported.onnx, tmp_path / "onnx"))
-    manifest = read_manifest_json(package)
-    (package / "search.onnx").unlink()
-    del manifest["files"]["search.onnx"]  # as a package exported before it
-    write_manifest_json(package, manifest)
+    package = exported_before(exported, tmp_path, "search.onnx")
     old = OnnxTranslator(package)
     assert old.search is None
     texts = test_sentences(8)
