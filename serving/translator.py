@@ -59,6 +59,11 @@ REORDER_FILE = "reorder.onnx"  # packages exported before it have none: their ca
 KV_CACHE_CHOICES = ("auto", "host", "device")
 SEARCH_FILE = "search.onnx"  # packages exported before it have none: their beam step is numpy's
 SEARCH_CHOICES = ("auto", "graph", "numpy")
+# search "auto" scores a step in search.onnx from this many sentences up. Measured on the en->fr
+# demo's vocabulary (8,000) on 2 cores, one thread (bench.decode_speed, two runs): batches of 32
+# spent 8-20 % less time in the search with the graph; single sentences none (3-8 % more), the
+# graph's fixed cost outweighing numpy's on 4 x 8,000 scores. Only those two sizes were measured.
+SEARCH_GRAPH_MIN_SENTENCES = 8
 NEG = np.float32(-1.0e9)  # transformers' "never pick this beam" offset, in float32 like it
 SMALL_ROW = 256  # top_k: rows this narrow are sorted outright
 TOP_K_GROUPS = 64  # top_k: a wide row is read as this many rows of columns
@@ -255,6 +260,7 @@ class OnnxTranslator:
         self.reorder: Optional[ort.InferenceSession] = None
         self.device = self.cache_device(kv_cache, providers, options)
         self.search = self.search_session(search, options)
+        self.search_min_sentences = 1 if search == "graph" else SEARCH_GRAPH_MIN_SENTENCES
 
     def cache_device(self, kv_cache: str, providers: list, options) -> Optional[tuple[str, int]]:
         """Where the KV cache lives between steps: None for numpy on the host (plain `run`), or
@@ -275,7 +281,8 @@ class OnnxTranslator:
 
     def search_session(self, search: str, options) -> Optional[ort.InferenceSession]:
         """The session that scores beam candidates (search.onnx), or None for numpy. "auto": the
-        graph when the package has it. On the CPU always: the logits come back to the host for
+        graph when the package has it, for steps of SEARCH_GRAPH_MIN_SENTENCES sentences or more;
+        "graph": for every step it can score. On the CPU always: the logits come back to the host for
         the search anyway, and the graph's work is a few passes over beams x vocab floats."""
         if search not in SEARCH_CHOICES:
             raise PackageError(f"search {search!r} is not one of {list(SEARCH_CHOICES)}")
@@ -402,12 +409,13 @@ class OnnxTranslator:
         """A beam step's `keep` best continuations per sentence: their scores (the log-softmax of
         the logits after the logits processors, plus the running score of the hypothesis they
         extend) and flat indices over beams x vocab, best first, ties by lower index (torch.topk's
-        order). search.onnx computes it when the step only bans tokens (a repetition penalty
-        rescales scores, the last step forces </s>: those go through `process`), and unless a
-        score comes out NaN, which the numpy path orders as generate does."""
+        order). search.onnx computes it for steps of enough sentences that only ban tokens (a
+        repetition penalty rescales scores, the last step forces </s>: those go through `process`),
+        and unless a score comes out NaN, which the numpy path orders as generate does."""
         batch = running_scores.shape[0]
         penalised = options.get("repetition_penalty", 1.0) != 1.0
-        if self.search is not None and not penalised and not self.forces_eos(so_far.shape[1], max_length):
+        graph = self.search is not None and batch >= self.search_min_sentences
+        if graph and not penalised and not self.forces_eos(so_far.shape[1], max_length):
             feeds = {
                 "logits": logits.astype(np.float32, copy=False),
                 "running_scores": running_scores.reshape(-1, 1),

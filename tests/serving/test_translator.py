@@ -539,15 +539,19 @@ def test_the_search_graph_scores_candidates_as_the_numpy_step(exported):
     ],
 )
 def test_the_search_graph_and_numpy_give_the_same_beam_ids(exported, translator, options):
-    numpy_search = OnnxTranslator(exported.onnx, search="numpy")
+    graph_search, numpy_search = OnnxTranslator(exported.onnx, search="graph"), OnnxTranslator(exported.onnx, search="numpy")
     assert translator.search is not None and numpy_search.search is None, "auto uses the package's search.onnx"
     texts = test_sentences(16)
-    assert translator.generate_ids(texts, batch_size=8, **options) == numpy_search.generate_ids(texts, batch_size=8, **options)
+    assert graph_search.generate_ids(texts, batch_size=8, **options) == numpy_search.generate_ids(texts, batch_size=8, **options)
 
 
-def test_the_search_graph_is_used_where_it_can_be(exported, translator, monkeypatch):
-    """Every beam step runs search.onnx, but the one that forces </s> and every step under a
-    repetition penalty (their scores are not a ban away from the log-softmax)."""
+def test_the_search_graph_is_used_where_it_can_be(exported, monkeypatch):
+    """search "graph": every beam step runs search.onnx, but the one that forces </s> and every
+    step under a repetition penalty (their scores are not a ban away from the log-softmax);
+    "auto": only steps of SEARCH_GRAPH_MIN_SENTENCES sentences or more."""
+    from serving.translator import SEARCH_GRAPH_MIN_SENTENCES
+
+    translator = OnnxTranslator(exported.onnx, search="graph")
     steps, graph_runs = [], []
     real_search, real_step = translator.search, translator.best_candidates
 
@@ -562,6 +566,11 @@ def test_the_search_graph_is_used_where_it_can_be(exported, translator, monkeypa
     steps.clear(), graph_runs.clear()
     translator.generate_ids(test_sentences(4), num_beams=2, repetition_penalty=1.2, batch_size=4)
     assert steps and graph_runs == []
+    steps.clear()
+    translator.search_min_sentences = OnnxTranslator(exported.onnx).search_min_sentences  # as "auto"
+    assert translator.search_min_sentences == SEARCH_GRAPH_MIN_SENTENCES > 4
+    translator.generate_ids(test_sentences(4), num_beams=2, max_new_tokens=4, batch_size=4)
+    assert steps and graph_runs == [], "4 sentences: numpy"
 
 
 def test_a_package_without_the_search_graph_searches_in_numpy(exported, tmp_path):
