@@ -16,6 +16,9 @@ setting and shared by the variants that only change fine-tuning):
   source-4ep      pretrain.epochs 4 (twice the default source training)
   target-text     pretrain.mlm_text source+target (the MLM phase also reads the target's train
                   texts, unlabelled: all of them at every budget)
+  multi-source    data.source: a directory of the three other sentiment domains (movie reviews,
+                  tweets, NYT editorials: ~18k labelled rows against the movies' 10k), same label
+                  rule; its own ingest (the target's splits are checked to be the same)
 
 Usage:  .venv/bin/python -m bench.transfer_levers [--budgets 200 all] [--seeds 1] [--all-seeds 1]
                                                   [--variants default lora ...]
@@ -35,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.levers import demo_params_raw, macro_f1
+from bench.levers import SENTIMENT, demo_params_raw, macro_f1
 from tasks.classification import ingest, pretrain, tokenize
 from tasks.classification.model import load_tokenized
 from tasks.classification.train import fine_tune
@@ -55,8 +58,29 @@ VARIANTS: dict[str, dict[str, object]] = {
     "mlm+supervised": {"pretrain.mode": "mlm+supervised"},
     "source-4ep": {"pretrain.epochs": 4.0},
     "target-text": {"pretrain.mlm_text": "source+target"},
+    "multi-source": {"data.source.path": "@multi-source"},
 }
-SOURCE_KEYS = ("model.", "pretrain.")  # overrides that change the source model
+SOURCE_KEYS = ("model.", "pretrain.", "data.")  # overrides that change the source model
+# Source directories a variant names by "@name": the bench links these shared files into one.
+SOURCE_DIRS = {
+    "multi-source": ["movieReviewSnippets_GroundTruth.txt", "tweets_GroundTruth.txt", "nytEditorialSnippets_GroundTruth.txt"],
+}
+
+
+def linked_source_dir(base: Path, name: str) -> Path:
+    """A directory of symlinks to the shared files SOURCE_DIRS[name] lists (made once)."""
+    directory = base / "source-dirs" / name
+    if not directory.exists():
+        directory.mkdir(parents=True)
+        for file_name in SOURCE_DIRS[name]:
+            (directory / file_name).symlink_to(SENTIMENT / file_name)
+    return directory
+
+
+def resolved(overrides: dict[str, object], base: Path) -> dict[str, object]:
+    """The overrides with each "@name" source directory made and replaced by its path."""
+    return {key: str(linked_source_dir(base, value[1:])) if isinstance(value, str) and value.startswith("@") else value
+            for key, value in overrides.items()}
 
 
 def overridden(raw: dict, overrides: dict[str, object]) -> dict:
@@ -81,16 +105,33 @@ def source_setting(overrides: dict[str, object]) -> str:
     return json.dumps({k: v for k, v in overrides.items() if k.startswith(SOURCE_KEYS)}, sort_keys=True)
 
 
-def workspace_for(base: Path, setting: str, workspaces: dict[str, Paths]) -> tuple[Paths, bool]:
-    """One workspace per source setting, sharing the ingested and tokenized data."""
+def workspace_for(base: Path, overrides: dict[str, object], workspaces: dict[str, Paths]) -> tuple[Paths, bool]:
+    """One workspace per source setting, sharing the ingested and tokenized data unless the
+    variant reads other source data (then it ingests its own: same target splits, checked)."""
+    setting = source_setting(overrides)
     if setting in workspaces:
         return workspaces[setting], False
     root = base / f"source-{len(workspaces)}"
     (root / "data").mkdir(parents=True)
-    for name in ("prepared", "tokenized"):
-        (root / "data" / name).symlink_to(base / "shared" / "data" / name)
-    workspaces[setting] = Paths(root)
-    return workspaces[setting], True
+    paths = Paths(root)
+    if any(key.startswith("data.") for key in overrides):
+        p = variant_params(overrides, 0)
+        ingest.run(p, paths)
+        tokenize.run(p, paths)
+        require_same_target(paths, Paths(base / "shared"))
+    else:
+        for name in ("prepared", "tokenized"):
+            (root / "data" / name).symlink_to(base / "shared" / "data" / name)
+    workspaces[setting] = paths
+    return paths, True
+
+
+def require_same_target(paths: Paths, shared: Paths) -> None:
+    """Variants are compared on one target: another source must not move its splits."""
+    for split in ("train", "val", "test"):
+        mine, theirs = (p.split_file("target", split) for p in (paths, shared))
+        if mine.read_bytes() != theirs.read_bytes():
+            raise SystemExit(f"bench.transfer_levers: target {split} split differs from the default ingest's ({mine})")
 
 
 def save(result: dict, out: Path) -> None:
@@ -120,7 +161,8 @@ def main() -> None:
         workspaces: dict[str, Paths] = {}
         for variant in args.variants:
             overrides = {**VARIANTS[variant], **({"finetune.learning_rate": args.lora_lr} if variant == "lora" else {})}
-            paths, fresh = workspace_for(base, source_setting(overrides), workspaces)
+            overrides = resolved(overrides, base)
+            paths, fresh = workspace_for(base, overrides, workspaces)
             if fresh:
                 started = time.perf_counter()
                 log = pretrain.run(variant_params(overrides, 0), paths)
