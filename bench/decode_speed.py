@@ -18,7 +18,8 @@ graphs' `run` calls; generate s / graphs s is the ceiling on the speed-up: what 
 around these graphs could reach if its own work cost nothing. A package with search.onnx (the
 beam step's candidate scoring as a graph, not counted as "inside the graphs": it is search work)
 gets a second beam row, "numpy step", with the same translator scoring candidates in numpy: the
-A/B of that graph in one run.
+A/B of that graph in one run (at batch sizes where the translator uses the graph: under
+search "auto", from 8 sentences a step; smaller batches are numpy's already and get one row).
 """
 
 from __future__ import annotations
@@ -87,11 +88,12 @@ def decodings(translator: OnnxTranslator, max_new_tokens: int) -> dict[str, dict
     return {"greedy": greedy_options(max_new_tokens), f"beam {beam['num_beams']}": beam}
 
 
-def search_variants(translator: OnnxTranslator, name: str) -> dict[str, object]:
+def search_variants(translator: OnnxTranslator, name: str, batch_size: int) -> dict[str, object]:
     """The candidate scorers to time for one decoding: the translator's own, and for beam search
-    on a package with search.onnx the numpy step too."""
+    on a package with search.onnx the numpy step too, where the translator's own steps use the
+    graph (batches below its search_min_sentences search in numpy already: one row says it)."""
     variants = {name: translator.search}
-    if name != "greedy" and translator.search is not None:
+    if name != "greedy" and translator.search is not None and batch_size >= translator.search_min_sentences:
         variants[f"{name}, numpy step"] = None
     return variants
 
@@ -114,7 +116,7 @@ def measure(workspace: Path, sentences: int, batch_sizes: list[int], thread_coun
                     references[name] = torch_generate(model, feeds, len(texts), ids, **options)
                 reference, generate_seconds = references[name]
                 own = translator.search
-                for variant, search in search_variants(translator, name).items():
+                for variant, search in search_variants(translator, name, batch_size).items():
                     translator.search = search
                     rows.append(timed_row(translator, texts, batch_size, options, variant, threads, reference, generate_seconds))
                     print(json.dumps(rows[-1]), flush=True)
