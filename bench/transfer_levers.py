@@ -17,8 +17,9 @@ setting and shared by the variants that only change fine-tuning):
   target-text     pretrain.mlm_text source+target (the MLM phase also reads the target's train
                   texts, unlabelled: all of them at every budget)
   multi-source    data.source: a directory of the three other sentiment domains (movie reviews,
-                  tweets, NYT editorials: ~18k labelled rows against the movies' 10k), same label
-                  rule; its own ingest (the target's splits are checked to be the same)
+                  tweets, NYT editorials: 16,372 rows kept, 11,460 to train, against the movies'
+                  10,069 and 7,048), same label rule; its own ingest (the target's splits are
+                  checked to be the same)
 
 Usage:  .venv/bin/python -m bench.transfer_levers [--budgets 200 all] [--seeds 1] [--all-seeds 1]
                                                   [--variants default lora ...]
