@@ -20,6 +20,10 @@ setting and shared by the variants that only change fine-tuning):
                   tweets, NYT editorials: 16,372 rows kept, 11,460 to train, against the movies'
                   10,069 and 7,048), same label rule; its own ingest (the target's splits are
                   checked to be the same)
+  self-training   finetune.self_training, one round: the fine-tuned model labels the target train
+                  rows the budget left out; those it predicts with p >= 0.9 join the labelled ones
+                  and the source model is fine-tuned again (a budget below all labels only)
+  self-training-2 the same, two rounds (the second round's model labels again)
 
 Usage:  .venv/bin/python -m bench.transfer_levers [--budgets 200 all] [--seeds 1] [--all-seeds 1]
                                                   [--variants default lora ...]
@@ -60,6 +64,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "source-4ep": {"pretrain.epochs": 4.0},
     "target-text": {"pretrain.mlm_text": "source+target"},
     "multi-source": {"data.source.path": "@multi-source"},
+    "self-training": {"finetune.self_training": {"rounds": 1, "min_confidence": 0.9}},
+    "self-training-2": {"finetune.self_training": {"rounds": 2, "min_confidence": 0.9}},
 }
 SOURCE_KEYS = ("model.", "pretrain.", "data.")  # overrides that change the source model
 # Source directories a variant names by "@name": the bench links these shared files into one.
@@ -179,6 +185,7 @@ def main() -> None:
                         "val_f1_macro": macro_f1(model, tokenizer, p, paths, "val"),
                         "test_f1_macro": macro_f1(model, tokenizer, p, paths, "test"),
                         "seconds": time.perf_counter() - started,
+                        **({"self_training": log["self_training"]} if "self_training" in log else {}),
                     })
                     print(json.dumps(result["rows"][-1]), flush=True)
                     save(result, args.out)

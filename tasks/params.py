@@ -295,6 +295,16 @@ class PretrainParams(TrainParams):
         return self
 
 
+class SelfTrainingParams(Strict):
+    """Self-training (classification, a target budget below all labels): the fine-tuned model
+    labels the target's train rows left out of the budget (their texts only, never val or test);
+    the rows it predicts with at least `min_confidence` join the labelled ones, and the source
+    model is fine-tuned afresh on both, `rounds` times (each round's model labels the next)."""
+
+    rounds: int = Field(0, ge=0, le=10)  # 0: off
+    min_confidence: float = Field(0.9, gt=0.0, le=1.0)  # the least softmax probability a pseudo-label needs
+
+
 class FinetuneParams(TrainParams):
     # classification: full | freeze_bottom | head_only | features | llrd | lora
     # translation: full | freeze_bottom (embeddings + bottom encoder layers) | freeze_encoder
@@ -307,6 +317,7 @@ class FinetuneParams(TrainParams):
     freeze_layers: int = Field(2, ge=0, le=1000)  # freeze_bottom: embeddings + this many bottom (encoder) layers
     llrd_decay: float = Field(0.8, gt=0.0, le=1.0)  # llrd: lr multiplier per layer going down
     target_budget: Optional[int] = Field(None, ge=2, le=MAX_ROWS)  # labelled target examples used; None = all
+    self_training: SelfTrainingParams = SelfTrainingParams()  # classification: pseudo-labels for the rows left out
 
 
 class TargetOnlyParams(TrainParams):
@@ -447,6 +458,8 @@ class Params(Strict):
                 raise ValueError("data.source.labels: classes are for classification; translation has none")
             if self.model.pooling != "cls":
                 raise ValueError("model.pooling: a classification setting; translation reads its decoder")
+            if self.finetune.self_training.rounds:
+                raise ValueError("finetune.self_training: pseudo-labels are for classification; set rounds: 0 for translation")
             self._positions_fit()
         else:
             self._classification_fits()

@@ -144,11 +144,17 @@ def test_translation_needs_languages_on_both_pairs():
         ({"finetune": {"strategy": "llrd"}}, "llrd", "finetune.strategy"),
         ({"pretrain": {"mode": "mlm"}}, "mlm", "pretrain.mode"),
         ({"evaluate": {"baselines": ["vader"]}}, "vader", "evaluate.baselines"),
+        ({"finetune": {"self_training": {"rounds": 1}}}, "classification", "finetune.self_training"),
     ],
 )
 def test_translation_refuses_classification_only_choices(section, value, named):
     message = error_of({**TRANSLATION, **section})
     assert named in message and value in message
+
+
+def test_self_training_confidence_is_a_probability():
+    assert "finetune.self_training.min_confidence" in error_of({"data": DATA, "finetune": {"self_training": {"min_confidence": 1.5}}})
+    assert "finetune.self_training.rounds" in error_of({"data": DATA, "finetune": {"self_training": {"rounds": -1}}})
 
 
 def test_freeze_encoder_is_refused_for_classification():

@@ -7,12 +7,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 import transformers
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from transformers import DataCollatorWithPadding, PreTrainedModel
 
 from tasks.classification.metrics import trainer_metrics
+from tasks.classification.self_training import pseudo_labelled, round_name
 from tasks.classification.model import head_handoff, head_input, load_classifier, new_classifier, reset_head
 from tasks.common.errors import PipelineError
 from tasks.common.paths import Paths
@@ -25,11 +26,21 @@ SCORED_BY_F1 = {"compute_metrics": trainer_metrics, "metric": "f1_macro", "great
 
 def budget_subset(train_split: Dataset, budget: int | None, seed: int) -> Dataset:
     """`budget` labelled target examples, stratified by label and seeded (for learning curves)."""
+    return budget_split(train_split, budget, seed)[0]
+
+
+def left_out(train_split: Dataset, budget: int | None, seed: int) -> Dataset:
+    """The target train rows `budget_subset` leaves out (none with every label)."""
+    return budget_split(train_split, budget, seed)[1]
+
+
+def budget_split(train_split: Dataset, budget: int | None, seed: int) -> tuple[Dataset, Dataset]:
+    """The `budget` rows (stratified by label, seeded) and the rest, each in the split's order."""
     if budget is None or budget >= len(train_split):
-        return train_split
+        return train_split, train_split.select([])
     labels = train_split["labels"]
-    keep, _ = train_test_split(np.arange(len(labels)), train_size=budget, stratify=labels, random_state=seed)
-    return train_split.select(sorted(keep))
+    keep, rest = train_test_split(np.arange(len(labels)), train_size=budget, stratify=labels, random_state=seed)
+    return train_split.select(sorted(keep)), train_split.select(sorted(rest))
 
 
 def encoder_of(model: PreTrainedModel) -> torch.nn.Module:
@@ -119,24 +130,20 @@ def fit_features_head(model: PreTrainedModel, train_split: Dataset, tokenizer, s
 
 
 def train_classifier(
-    model: PreTrainedModel, splits, tokenizer, tp: TrainParams, p: Params, paths: Paths, name: str, budget: int | None
+    model: PreTrainedModel, rows: Dataset, val: Dataset, tokenizer, tp: TrainParams, p: Params, paths: Paths, name: str,
+    fingerprint: dict,
 ):
-    """Train `model` on a `budget`-sized target train subset; shared with the target-only baseline."""
+    """Train `model` on target train `rows`, best checkpoint by val macro-F1; shared with the target-only baseline."""
     optimizer = llrd_optimizer(model, tp) if getattr(tp, "strategy", None) == "llrd" else None
-    fingerprint = fingerprint_of(name, tp, p.seed, p.model, budget, len(splits["train"]))
-    rows = budget_subset(splits["train"], budget, p.seed)
-    return train_named_run(
-        model, p, paths, name, tp, rows, splits["val"], tokenizer, fingerprint,
-        optimizer=optimizer, **SCORED_BY_F1,
-    )
+    return train_named_run(model, p, paths, name, tp, rows, val, tokenizer, fingerprint, optimizer=optimizer, **SCORED_BY_F1)
 
 
-def fine_tune(p: Params, paths: Paths, splits, tokenizer, budget: int | None, name: str) -> tuple[PreTrainedModel, dict]:
-    """models/source fine-tuned on `budget` target rows as finetune.strategy says, with p.seed
-    (its subset, head init and order): the finetune stage's model, and each point of evaluate's
-    budget curve (p with another seed, another budget and run name)."""
+def from_source(p: Params, paths: Paths) -> tuple[PreTrainedModel, str, int]:
+    """models/source as a classifier of task.labels, ready to train as finetune.strategy says,
+    its fresh parts (a head, adapters) drawn from p.seed: the model, the head handoff and the
+    number of parameters training updates (lora: adapters + head, not the merged model)."""
     ft = p.finetune
-    transformers.set_seed(p.seed)  # the fresh parts of the model (a head, adapters) start from the seed
+    transformers.set_seed(p.seed)
     # The encoder transfers; the head only when the source's was trained on task.labels.
     fresh, head = head_handoff(paths.source_model, p.task.labels)
     model = load_classifier(paths.source_model, p.task.labels, pooling=p.model.pooling, ignore_mismatched_sizes=fresh)
@@ -145,17 +152,56 @@ def fine_tune(p: Params, paths: Paths, splits, tokenizer, budget: int | None, na
     if ft.strategy == "lora":
         model = with_lora(model, ft)
     freeze(model, ft.strategy, ft.freeze_layers)
-    trainable = trainable_parameters(model)  # what training updates (lora: adapters + head, not the merged model)
+    return model, head, trainable_parameters(model)
+
+
+def fine_tune_on(p: Params, paths: Paths, splits, tokenizer, rows: Dataset, name: str, fingerprint: dict):
+    """models/source fine-tuned on target train `rows` as finetune.strategy says (the run `name`)."""
+    ft = p.finetune
+    model, head, trainable = from_source(p, paths)
     if ft.strategy == "features":
-        train_rows = budget_subset(splits["train"], budget, p.seed)
-        result = {"train_rows": len(train_rows), "features": fit_features_head(model, train_rows, tokenizer, p.seed)}
+        result = {"train_rows": len(rows), "features": fit_features_head(model, rows, tokenizer, p.seed)}
     else:
-        model, result = train_classifier(model, splits, tokenizer, ft, p, paths, name, budget)
+        model, result = train_classifier(model, rows, splits["val"], tokenizer, ft, p, paths, name, fingerprint)
     if ft.strategy == "lora":
         result["lora"] = lora_summary(model)
         model = model.merge_and_unload()  # a plain classifier again: saved, evaluated and exported as any other
-    result.update(strategy=ft.strategy, target_budget=budget, learning_rate=ft.learning_rate,
-                  trainable_parameters=trainable, seed=p.seed, head=head)
+    result.update(head=head, trainable_parameters=trainable)
+    return model, result
+
+
+def fine_tune(p: Params, paths: Paths, splits, tokenizer, budget: int | None, name: str) -> tuple[PreTrainedModel, dict]:
+    """models/source fine-tuned on `budget` target rows as finetune.strategy says, with p.seed
+    (its subset, head init and order), then finetune.self_training's rounds: the finetune
+    stage's model, and each point of evaluate's budget curve (p with another seed, another
+    budget and run name)."""
+    ft = p.finetune
+    labelled, unlabelled = budget_split(splits["train"], budget, p.seed)
+    rounds = ft.self_training.rounds if len(unlabelled) else 0
+    run = (name, ft, p.seed, p.model, budget, len(splits["train"]))
+    model, result = fine_tune_on(p, paths, splits, tokenizer, labelled, round_name(name, 0, rounds), fingerprint_of(*run))
+    if rounds:
+        model, result = self_train(model, p, paths, splits, tokenizer, labelled, unlabelled, run)
+    elif ft.self_training.rounds:
+        result["self_training"] = {"skipped": "every target train row is labelled (target_budget: all): none to pseudo-label"}
+    result.update(strategy=ft.strategy, target_budget=budget, learning_rate=ft.learning_rate, seed=p.seed)
+    return model, result
+
+
+def self_train(model: PreTrainedModel, p: Params, paths: Paths, splits, tokenizer, labelled: Dataset, unlabelled: Dataset,
+               run: tuple) -> tuple[PreTrainedModel, dict]:
+    """finetune.self_training's rounds: the latest model labels the train rows the budget left
+    out (`unlabelled`); its confident guesses join the `labelled` rows and models/source is
+    fine-tuned afresh on both. The last round's model and report, with every round's."""
+    st = p.finetune.self_training
+    rounds = []
+    for index in range(1, st.rounds + 1):
+        pseudo, report = pseudo_labelled(model, unlabelled, tokenizer, p.task.labels, p.evaluate.batch_size, st.min_confidence)
+        rows = concatenate_datasets([labelled, pseudo]) if len(pseudo) else labelled
+        fingerprint = fingerprint_of(*run, index, st.min_confidence, pseudo["labels"])
+        model, result = fine_tune_on(p, paths, splits, tokenizer, rows, round_name(run[0], index, st.rounds), fingerprint)
+        rounds.append({"round": index, **report, "train_rows": len(rows), "val": result.get("val")})
+    result.update(labelled_rows=len(labelled), self_training={"min_confidence": st.min_confidence, "rounds": rounds})
     return model, result
 
 
@@ -164,6 +210,9 @@ def train_target_only(p: Params, paths: Paths, splits, tokenizer, budget: int | 
     (same seed: same subset) with evaluate.target_only's params, no source stage."""
     transformers.set_seed(p.seed)
     model = new_classifier(p.model.init, p.task.labels, p.model.scratch, tokenizer, pooling=p.model.pooling)
-    model, result = train_classifier(model, splits, tokenizer, p.evaluate.target_only, p, paths, name, budget)
+    tp = p.evaluate.target_only
+    rows = budget_subset(splits["train"], budget, p.seed)
+    fingerprint = fingerprint_of(name, tp, p.seed, p.model, budget, len(splits["train"]))
+    model, result = train_classifier(model, rows, splits["val"], tokenizer, tp, p, paths, name, fingerprint)
     result["seed"] = p.seed
     return model, result

@@ -203,6 +203,44 @@ def test_target_budget_limits_training_rows_stratified(workspace, params):
     assert subset["id"] == train.budget_subset(target, 20, seed=7)["id"]
 
 
+def test_budget_split_is_the_subset_and_the_rest_without_overlap(workspace):
+    target = load_from_disk(str(workspace.tokenized_domain("target")))["train"]
+    labelled, rest = train.budget_split(target, 20, seed=7)
+    assert labelled["id"] == train.budget_subset(target, 20, seed=7)["id"]
+    assert rest["id"] == train.left_out(target, 20, seed=7)["id"]
+    assert len(labelled) + len(rest) == len(target) and not set(labelled["id"]) & set(rest["id"])
+    assert len(train.left_out(target, None, seed=7)) == 0
+
+
+def test_self_training_adds_confident_pseudo_labels_from_the_rows_left_out(workspace, params):
+    p = params(**{"finetune.target_budget": 20, "finetune.self_training": {"rounds": 2, "min_confidence": 0.5}})
+    result = finetune.run(p, workspace)
+    target = load_from_disk(str(workspace.tokenized_domain("target")))["train"]
+    rounds = result["self_training"]["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2] and result["labelled_rows"] == 20
+    for report in rounds:
+        # a 2-class softmax always reaches 0.5: every left-out row gets a guess
+        assert report["unlabelled_rows"] == len(target) - 20 == report["pseudo_rows"]
+        assert sum(report["per_label"].values()) == report["pseudo_rows"]
+        assert report["train_rows"] == 20 + report["pseudo_rows"]
+        assert 0.0 <= report["agree_with_held_back_labels"] <= 1.0
+    assert result["train_rows"] == rounds[-1]["train_rows"]
+    # each round is a run of its own; the last, the shipped model, is the stage's `finetune` run
+    assert all(workspace.live_dir(f"finetune-self-training-{index}").is_dir() for index in (0, 1))
+    assert not workspace.live_dir("finetune-self-training-2").exists()
+
+
+def test_self_training_needs_confidence_and_leaves_nothing_to_do_with_every_label(workspace, params):
+    strict = finetune.run(params(**{"finetune.target_budget": 20,
+                                    "finetune.self_training": {"rounds": 1, "min_confidence": 1.0}}), workspace)
+    report = strict["self_training"]["rounds"][0]
+    assert report["pseudo_rows"] <= report["unlabelled_rows"] and report["train_rows"] == 20 + report["pseudo_rows"]
+    everything = finetune.run(params(**{"finetune.self_training": {"rounds": 1}}), workspace)
+    assert "none to pseudo-label" in everything["self_training"]["skipped"]
+    assert everything["train_rows"] == len(load_from_disk(str(workspace.tokenized_domain("target")))["train"])
+    assert (workspace.live_dir("finetune") / "metrics.json").is_file()  # the stage's metrics file: dvc.yaml's
+
+
 def test_max_steps_caps_the_epochs_it_does_not_replace_them(workspace, params):
     """20 rows at batch 16 are 2 steps an epoch: 2 epochs stop at step 4, far below max_steps."""
     p = params(**{"finetune.target_budget": 20, "finetune.batch_size": 16, "finetune.epochs": 2.0,
