@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from datasets import DatasetDict, load_from_disk
+from datasets import Dataset, DatasetDict, load_from_disk
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -19,6 +19,7 @@ from transformers import (
     BertForSequenceClassification,
     BertModel,
     BertPreTrainedModel,
+    DataCollatorWithPadding,
     PreTrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -244,6 +245,20 @@ def reset_head(model: PreTrainedModel) -> None:
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+
+
+# The tokenized columns a classifier reads (token_type_ids only where the tokenizer makes them).
+ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def collated_batches(rows: Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int, device: torch.device | None = None):
+    """Tokenized `rows` in their order, `batch_size` at a time, padded per batch (dynamic padding)
+    and moved to `device`: what feature extraction and pseudo-labelling read."""
+    collator = DataCollatorWithPadding(tokenizer)
+    inputs = rows.select_columns([c for c in ENCODER_INPUTS if c in rows.column_names])
+    for start in range(0, len(inputs), batch_size):
+        batch = collator([inputs[i] for i in range(start, min(start + batch_size, len(inputs)))])
+        yield batch.to(device) if device is not None else batch
 
 
 @torch.no_grad()

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import DataCollatorWithPadding, PreTrainedModel
+from transformers import PreTrainedModel
 
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+from tasks.classification.model import collated_batches
 
 
 def round_name(name: str, index: int, rounds: int) -> str:
@@ -41,11 +41,8 @@ def pseudo_labelled(model: PreTrainedModel, rows: Dataset, tokenizer, labels: li
 def class_probabilities(model: PreTrainedModel, rows: Dataset, tokenizer, batch_size: int) -> np.ndarray:
     """Softmax over the classifier's logits for tokenized `rows` (rows x classes), on the model's device."""
     model.eval()
-    collator = DataCollatorWithPadding(tokenizer)
-    inputs = rows.select_columns([c for c in INPUTS if c in rows.column_names])
     device = next(model.parameters()).device
     probabilities = [np.zeros((0, model.config.num_labels), dtype=np.float32)]
-    for start in range(0, len(inputs), batch_size):
-        batch = collator([inputs[i] for i in range(start, min(start + batch_size, len(inputs)))]).to(device)
+    for batch in collated_batches(rows, tokenizer, batch_size, device):
         probabilities.append(torch.softmax(model(**batch).logits.float(), dim=-1).cpu().numpy())
     return np.concatenate(probabilities)

@@ -10,11 +10,11 @@ import transformers
 from datasets import Dataset, concatenate_datasets
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
-from transformers import DataCollatorWithPadding, PreTrainedModel
+from transformers import PreTrainedModel
 
 from tasks.classification.metrics import trainer_metrics
 from tasks.classification.self_training import pseudo_labelled, round_name
-from tasks.classification.model import head_handoff, head_input, load_classifier, new_classifier, reset_head
+from tasks.classification.model import collated_batches, head_handoff, head_input, load_classifier, new_classifier, reset_head
 from tasks.common.errors import PipelineError
 from tasks.common.paths import Paths
 from tasks.common.training import fingerprint_of, train_named_run, trainable_parameters
@@ -27,11 +27,6 @@ SCORED_BY_F1 = {"compute_metrics": trainer_metrics, "metric": "f1_macro", "great
 def budget_subset(train_split: Dataset, budget: int | None, seed: int) -> Dataset:
     """`budget` labelled target examples, stratified by label and seeded (for learning curves)."""
     return budget_split(train_split, budget, seed)[0]
-
-
-def left_out(train_split: Dataset, budget: int | None, seed: int) -> Dataset:
-    """The target train rows `budget_subset` leaves out (none with every label)."""
-    return budget_split(train_split, budget, seed)[1]
 
 
 def budget_split(train_split: Dataset, budget: int | None, seed: int) -> tuple[Dataset, Dataset]:
@@ -100,23 +95,17 @@ def lora_summary(model) -> dict:
 
 
 @torch.no_grad()
-def pooled_features(model: PreTrainedModel, dataset: Dataset, collator, batch_size: int) -> np.ndarray:
+def pooled_features(model: PreTrainedModel, dataset: Dataset, tokenizer, batch_size: int) -> np.ndarray:
     """The vector the classification head reads (model.pooling: the masked mean, or BERT's
     pooler output over [CLS])."""
     model.eval()
-    features = []
-    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names]
-    rows = dataset.select_columns(columns)
-    for start in range(0, len(rows), batch_size):
-        batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
-        features.append(head_input(model, batch).float().numpy())
+    features = [head_input(model, batch).float().numpy() for batch in collated_batches(dataset, tokenizer, batch_size)]
     return np.concatenate(features)
 
 
 def fit_features_head(model: PreTrainedModel, train_split: Dataset, tokenizer, seed: int) -> dict:
     """Logistic regression on frozen features, copied into the classifier layer."""
-    collator = DataCollatorWithPadding(tokenizer)
-    features = pooled_features(model, train_split, collator, batch_size=64)
+    features = pooled_features(model, train_split, tokenizer, batch_size=64)
     labels = np.asarray(train_split["labels"])
     regression = LogisticRegression(max_iter=2000, random_state=seed).fit(features, labels)
     weight, bias = regression.coef_, regression.intercept_
@@ -170,6 +159,12 @@ def fine_tune_on(p: Params, paths: Paths, splits, tokenizer, rows: Dataset, name
     return model, result
 
 
+def run_identity(name: str, tp: TrainParams, p: Params, budget: int | None, train_split: Dataset) -> tuple:
+    """What a budgeted run's checkpoints are fingerprinted by (a resumed run must be this very
+    one): its name, training params, seed, model params, budget and the train split's size."""
+    return (name, tp, p.seed, p.model, budget, len(train_split))
+
+
 def fine_tune(p: Params, paths: Paths, splits, tokenizer, budget: int | None, name: str) -> tuple[PreTrainedModel, dict]:
     """models/source fine-tuned on `budget` target rows as finetune.strategy says, with p.seed
     (its subset, head init and order), then finetune.self_training's rounds: the finetune
@@ -178,7 +173,7 @@ def fine_tune(p: Params, paths: Paths, splits, tokenizer, budget: int | None, na
     ft = p.finetune
     labelled, unlabelled = budget_split(splits["train"], budget, p.seed)
     rounds = ft.self_training.rounds if len(unlabelled) else 0
-    run = (name, ft, p.seed, p.model, budget, len(splits["train"]))
+    run = run_identity(name, ft, p, budget, splits["train"])
     model, result = fine_tune_on(p, paths, splits, tokenizer, labelled, round_name(name, 0, rounds), fingerprint_of(*run))
     if rounds:
         model, result = self_train(model, p, paths, splits, tokenizer, labelled, unlabelled, run)
@@ -212,7 +207,7 @@ def train_target_only(p: Params, paths: Paths, splits, tokenizer, budget: int | 
     model = new_classifier(p.model.init, p.task.labels, p.model.scratch, tokenizer, pooling=p.model.pooling)
     tp = p.evaluate.target_only
     rows = budget_subset(splits["train"], budget, p.seed)
-    fingerprint = fingerprint_of(name, tp, p.seed, p.model, budget, len(splits["train"]))
+    fingerprint = fingerprint_of(*run_identity(name, tp, p, budget, splits["train"]))
     model, result = train_classifier(model, rows, splits["val"], tokenizer, tp, p, paths, name, fingerprint)
     result["seed"] = p.seed
     return model, result

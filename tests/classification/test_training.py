@@ -207,9 +207,9 @@ def test_budget_split_is_the_subset_and_the_rest_without_overlap(workspace):
     target = load_from_disk(str(workspace.tokenized_domain("target")))["train"]
     labelled, rest = train.budget_split(target, 20, seed=7)
     assert labelled["id"] == train.budget_subset(target, 20, seed=7)["id"]
-    assert rest["id"] == train.left_out(target, 20, seed=7)["id"]
-    assert len(labelled) + len(rest) == len(target) and not set(labelled["id"]) & set(rest["id"])
-    assert len(train.left_out(target, None, seed=7)) == 0
+    assert rest["id"] == [row_id for row_id in target["id"] if row_id not in set(labelled["id"])]
+    assert len(labelled) + len(rest) == len(target)
+    assert len(train.budget_split(target, None, seed=7)[1]) == 0
 
 
 def test_self_training_adds_confident_pseudo_labels_from_the_rows_left_out(workspace, params):
