@@ -60,6 +60,22 @@ def dynamo_export(module, out: Path, opset: int, names: list[str], outputs: list
         )
 
 
+# The IR version of the graphs written here by hand (translation's reorder.onnx and search.onnx):
+# torch.onnx's own, so a package's graphs load wherever its exported ones do. onnx 1.23's helper
+# stamps IR 14 by default, which onnxruntime 1.31 refuses ("Unsupported model IR version: 14, max
+# supported IR version: 13", seen on onnxruntime-gpu 1.31.1, 2026-12-04) and so do older builds such
+# as requirements-gpu.txt's onnxruntime-gpu 1.26.0; IR 10 loads in onnxruntime 1.16 and later.
+HAND_BUILT_IR_VERSION = 10
+
+
+def hand_built_model(graph: onnx.GraphProto, opset: int) -> onnx.ModelProto:
+    """A graph made with onnx.helper as a model every supported onnxruntime loads, checked."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="transfer-pipeline",
+                              ir_version=HAND_BUILT_IR_VERSION)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
 def checked_graph(path: Path, opset: int, extra: list[str] | None = None) -> onnx.ModelProto:
     """The ONNX file, after checking what deployers are promised: a valid graph, one
     self-contained file (no external data; `extra`: stray files beside it), the requested opset."""
@@ -277,7 +293,19 @@ def fold_weight_transposes(model: onnx.ModelProto) -> int:
         folded += 1
     del model.graph.node[:]
     model.graph.node.extend(kept)
+    drop_initializer_value_info(model)
     return folded
+
+
+def drop_initializer_value_info(model: onnx.ModelProto) -> None:
+    """Remove the value_info entries of initializers: their dims are their shape. torch.onnx
+    writes such entries (classifier.weight [2, 384]), and a tool that rewrites a weight in place
+    leaves them stale: onnxruntime 1.31's quantize_dynamic transposes the head's Gemm weight, then
+    stops in its own shape inference ("Inferred shape and existing shape differ in dimension 0:
+    (384) vs (2)"; onnxruntime 1.32 does not)."""
+    weights = {tensor.name for tensor in model.graph.initializer}
+    for info in [info for info in model.graph.value_info if info.name in weights]:
+        model.graph.value_info.remove(info)
 
 
 def quantize_graph(source: Path, out: Path, op_types: list[str] | None = None, per_channel: bool = False,

@@ -64,6 +64,7 @@ from tasks.common.onnx_export import (
     describe_value,
     dynamo_export,
     file_hashes,
+    hand_built_model,
     int8_gate,
     library_versions,
     quantize_graph,
@@ -226,9 +227,7 @@ def write_reorder_graph(package: Path, layers: int, opset: int) -> None:
         [onnx.helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, ["rows", *(f"{name}.{d}" for d in range(1, 4))])
          for name, out in zip(inputs, outputs)],
     )
-    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)], producer_name="transfer-pipeline")
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, package / REORDER_FILE)
+    onnx.save(hand_built_model(graph, opset), package / REORDER_FILE)
 
 
 def write_search_graph(package: Path, opset: int) -> None:
@@ -259,9 +258,7 @@ def write_search_graph(package: Path, opset: int) -> None:
          helper.make_tensor_value_info(top_index, tensor.INT64, ["sentences", "k"])],
         [onnx.numpy_helper.from_array(np.array([-np.inf], dtype=np.float32), "minus_infinity")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="transfer-pipeline")
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, package / SEARCH_FILE)
+    onnx.save(hand_built_model(graph, opset), package / SEARCH_FILE)
 
 
 def quantize_graphs(package: Path) -> dict:

@@ -49,3 +49,17 @@ def test_a_transposed_weight_becomes_an_initializer_and_the_outputs_stay():
     for was, now in zip(before, outputs(model, feeds)):
         np.testing.assert_array_equal(now, was)
     assert fold_weight_transposes(model) == 0, "nothing left to fold"
+
+
+def test_value_info_of_weights_is_dropped_so_no_tool_can_find_it_stale():
+    """torch.onnx writes value_info for initializers (classifier.weight [2, 384]); onnxruntime
+    1.31's quantize_dynamic transposes the head's Gemm weight and then fails its shape inference
+    on that stale entry ("differ in dimension 0: (384) vs (2)"). A weight's dims are its shape."""
+    model = tied_graph(np.zeros((7, 3), dtype=np.float32))
+    model.graph.value_info.append(helper.make_tensor_value_info("weight", TensorProto.FLOAT, [7, 3]))
+    model.graph.value_info.append(helper.make_tensor_value_info("weight_t", TensorProto.FLOAT, [3, 7]))
+    model.graph.value_info.append(helper.make_tensor_value_info("other", TensorProto.FLOAT, ["rows", 7]))
+
+    fold_weight_transposes(model)
+
+    assert [info.name for info in model.graph.value_info] == ["other"]

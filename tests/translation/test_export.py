@@ -65,6 +65,16 @@ def test_package_is_three_graphs_tokenizer_and_manifest(exported):
     assert not list(exported.onnx.parent.glob(".onnx.*")), "temp dirs must not be left beside the package"
 
 
+def test_every_graph_is_ir_10_as_torch_onnx_writes_it(exported):
+    """onnx 1.23's helper stamps IR 14 by default, which onnxruntime-gpu 1.31.1 refused to load
+    (reorder.onnx, on an H200, 2026-12-04): the hand-built reorder and search graphs must be IR 10
+    like the exported ones, or a GPU deployment cannot load the package."""
+    graphs = sorted(exported.onnx.glob("*.onnx"))
+    assert {"reorder.onnx", "search.onnx"} <= {graph.name for graph in graphs}
+    assert {graph.name: onnx.load(str(graph), load_external_data=False).ir_version for graph in graphs} == {
+        graph.name: 10 for graph in graphs}
+
+
 def test_manifest_hashes_match_the_files_and_cover_all_of_them(exported):
     manifest = read_json(exported.onnx / "manifest.json")
     on_disk = {f.name for f in exported.onnx.iterdir()} - {"manifest.json"}
