@@ -5,7 +5,7 @@ decode-speed figures.
 
 Usage (after `make translation`, in the repository root):
   .venv/bin/python -m bench.decode_speed runs/translation [--sentences 200] [--batch-sizes 1 32] [--threads 1]
-                                          [--torch-threads N]
+                                          [--torch-threads N] [--device cpu] [--kv-cache auto]
 
 Greedy decodes as the evaluate stage does (one beam, no repetition guards); beam with the
 package's own settings (manifest "generation": beams, length penalty, no-repeat n-grams, what
@@ -20,6 +20,10 @@ beam step's candidate scoring as a graph, not counted as "inside the graphs": it
 gets a second beam row, "numpy step", with the same translator scoring candidates in numpy: the
 A/B of that graph in one run (at batch sizes where the translator uses the graph: under
 search "auto", from 8 sentences a step; smaller batches are numpy's already and get one row).
+
+--device cuda (a CUDA torch and onnxruntime-gpu, requirements-gpu.txt): generate on cuda:0 (TF32
+off), the graphs on CUDAExecutionProvider (use_tf32 0, serving's default), the KV cache kept on the
+GPU through IO binding (--kv-cache auto; host: copied through numpy every step, the A/B).
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ import platform
 import time
 from pathlib import Path
 
+import onnxruntime as ort
 import torch
 
-from serving.translator import OnnxTranslator
+from serving.translator import KV_CACHE_CHOICES, OnnxTranslator
 from tasks.common.paths import Paths
 from tasks.params import load_params
 from tasks.translation.gate import (
@@ -98,17 +103,36 @@ def search_variants(translator: OnnxTranslator, name: str, batch_size: int) -> d
     return variants
 
 
-def measure(workspace: Path, sentences: int, batch_sizes: list[int], thread_counts: list[int]) -> list[dict]:
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"],
+}
+
+
+def translator_on(package: Path, device: str, threads: int, kv_cache: str) -> OnnxTranslator:
+    """The fp32 translator on `device`; on cuda, one whose decoder really runs there."""
+    translator = OnnxTranslator(package, threads=threads, precision="fp32", providers=PROVIDERS[device], kv_cache=kv_cache)
+    if device == "cuda" and translator.decoder_with_past.get_providers()[0] != "CUDAExecutionProvider":
+        raise SystemExit(f"--device cuda: onnxruntime {ort.__version__} has no working CUDAExecutionProvider "
+                         f"(available: {ort.get_available_providers()}); install requirements-gpu.txt")
+    return translator
+
+
+def measure(workspace: Path, sentences: int, batch_sizes: list[int], thread_counts: list[int], device: str = "cpu",
+            kv_cache: str = "auto") -> list[dict]:
     paths = Paths(workspace)
     params = load_params(workspace / "params.yaml")
     model, tokenizer = load_target(paths.target_model)
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        model.to(device)
     ids = special_ids(model, tokenizer)
     texts = gate_sentences(paths, sentences)
     rows = []
     for batch_size in batch_sizes:
         references: dict[str, tuple[list, float]] = {}  # generate once per batch size and decoding
         for threads in thread_counts:
-            translator = OnnxTranslator(paths.onnx, threads=threads, precision="fp32")
+            translator = translator_on(paths.onnx, device, threads, kv_cache)
             feeds = reference_batches(tokenizer, texts, translator.plan_batches(texts, batch_size), params.data.target.languages.tgt,
                                       translator.max_length, ids["pad_id"])
             for name, options in decodings(translator, params.evaluate.generation.max_new_tokens).items():
@@ -140,6 +164,8 @@ def timed_row(translator: OnnxTranslator, texts: list[str], batch_size: int, opt
         "identical": sum(a == b for a, b in zip(runtime, reference)),
         "sentences": len(texts),
         "decoder_graphs": translator.manifest.get("decoder_graphs", "traced"),
+        "provider": translator.decoder_with_past.get_providers()[0],
+        "kv_cache": "host" if translator.device is None else translator.device[0],
     }
 
 
@@ -171,13 +197,22 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="ORT intra-op threads per graph")
     parser.add_argument("--torch-threads", type=int, default=None, help="torch threads for generate (default: torch's)")
+    parser.add_argument("--device", choices=sorted(PROVIDERS), default="cpu", help="cuda: generate and the graphs on the GPU")
+    parser.add_argument("--kv-cache", choices=KV_CACHE_CHOICES, default="auto",
+                        help="the translator's KV cache: auto (on the GPU under cuda), host (numpy) or device")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device")
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    rows = measure(args.workspace, args.sentences, args.batch_sizes, args.threads)
+    rows = measure(args.workspace, args.sentences, args.batch_sizes, args.threads, args.device, args.kv_cache)
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": torch.get_num_threads(),
+    results = RESULTS if args.device == "cpu" else RESULTS.with_name(f"decode_speed-{args.device}-{args.kv_cache}.json")
+    gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else None
+    results.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": torch.get_num_threads(),
+                                   "gpu": gpu, "onnxruntime": ort.__version__, "torch": torch.__version__,
                                    "workspace": str(args.workspace), "rows": rows}, indent=2) + "\n")
+    print(f"{rows[0]['provider']}, KV cache on the {rows[0]['kv_cache']}" + (f", {gpu}" if gpu else ""))
     print(table(rows))
 
 

@@ -2,7 +2,12 @@
 the same test texts in the same batches: the README's serving figures.
 
 Usage (in the repository root, after `make` / the export stage):
-  .venv/bin/python -m bench.inference WORKSPACE [--texts N] [--batch-sizes 1 8 32] [--threads 1]
+  .venv/bin/python -m bench.inference WORKSPACE [--texts N] [--batch-sizes 1 8 32] [--threads 1] [--device cpu]
+
+--device cuda (classification; needs a CUDA torch and onnxruntime-gpu, requirements-gpu.txt) runs
+torch eager and both fp32 graphs on the GPU instead: torch on cuda:0 with TF32 off, ORT with
+CUDAExecutionProvider (use_tf32 0, as serving's default_providers), inputs copied from the host per
+batch and logits back, as a server pays; INT8 (dynamic quantization: a CPU format) is not timed there.
 
 WORKSPACE holds params.yaml, models/target, models/onnx and data/prepared/target/test.jsonl.
 
@@ -59,7 +64,10 @@ from tasks.common.paths import Paths
 from tasks.params import load_params
 
 RESULTS = Path(__file__).resolve().parent / "results" / "inference.json"
-PROVIDERS = ["CPUExecutionProvider"]  # a CPU benchmark, whatever onnxruntime build is installed
+PROVIDERS = {  # the device's providers only, whatever onnxruntime build is installed
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"],
+}
 BASELINE = "torch eager"
 
 
@@ -70,8 +78,10 @@ def session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
-def machine() -> dict:
+def machine(device: str) -> dict:
     return {
+        "device": device,
+        "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "python": platform.python_version(),
@@ -99,15 +109,27 @@ def encode_all(classifier: OnnxClassifier, texts: Sequence[str]) -> dict[str, np
             for name, field in ENCODING_FIELDS.items()}
 
 
+def device_session(path: Path, device: str, options: ort.SessionOptions) -> ort.InferenceSession:
+    """A session on `device`; on cuda, one that really runs there (onnxruntime without CUDA
+    would quietly fall back to the CPU and the figures would be the CPU's)."""
+    session = inference_session(path, PROVIDERS[device], options)
+    if device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
+        raise SystemExit(f"--device cuda: onnxruntime {ort.__version__} has no working CUDAExecutionProvider "
+                         f"(available: {ort.get_available_providers()}); install requirements-gpu.txt")
+    return session
+
+
 def ort_runner(session: ort.InferenceSession) -> Callable[[dict], np.ndarray]:
     names = [graph_input.name for graph_input in session.get_inputs()]
     return lambda feeds: session.run([OUTPUT], {name: feeds[name] for name in names})[0]
 
 
-def torch_runner(model, names: Sequence[str]) -> Callable[[dict], np.ndarray]:
+def torch_runner(model, names: Sequence[str], device: str) -> Callable[[dict], np.ndarray]:
+    """Host arrays in, host logits out (.cpu() waits for the GPU: the timing is the whole call)."""
     def run(feeds: dict) -> np.ndarray:
         with torch.no_grad():
-            return model(**{name: torch.from_numpy(feeds[name]) for name in names}).logits.float().numpy()
+            inputs = {name: torch.from_numpy(feeds[name]).to(device) for name in names}
+            return model(**inputs).logits.float().cpu().numpy()
     return run
 
 
@@ -138,7 +160,7 @@ def macro_f1(truth: np.ndarray, predicted: np.ndarray, labels: int) -> float:
     return round(100.0 * float(f1_score(truth, predicted, labels=list(range(labels)), average="macro", zero_division=0)), 2)
 
 
-def measure_classification(workspace: Path, count: int | None, batch_sizes: list[int], threads: int) -> dict:
+def measure_classification(workspace: Path, count: int | None, batch_sizes: list[int], threads: int, device: str = "cpu") -> dict:
     from tasks.classification.export import input_names, load_target, test_split
 
     paths = Paths(workspace)
@@ -157,6 +179,9 @@ def measure_classification(workspace: Path, count: int | None, batch_sizes: list
              for size in batch_sizes}
 
     model, tokenizer = load_target(paths.target_model)
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 as the CPU computes it (ORT: use_tf32 0)
+        model.to(device)
     if list(model.config.id2label.values()) != labels:
         print(f"warning: model labels {list(model.config.id2label.values())} differ from the package's {labels}")
     names = input_names(model, tokenizer)
@@ -187,16 +212,17 @@ def measure_classification(workspace: Path, count: int | None, batch_sizes: list
             })
             print(json.dumps(rows[-1]), flush=True)
 
-    record(BASELINE, torch_runner(model, names))
+    record(BASELINE, torch_runner(model, names, device))
     with tempfile.TemporaryDirectory(prefix="bench-unfused-") as tmp:
-        graph = unfused_graph(model, tokenizer, int(fp32.manifest["opset"]), Path(tmp))
+        graph = unfused_graph(model.to("cpu"), tokenizer, int(fp32.manifest["opset"]), Path(tmp))
         unfused_bytes = graph.stat().st_size
-        record("ort fp32 unfused", ort_runner(inference_session(graph, PROVIDERS, options)))
+        record("ort fp32 unfused", ort_runner(device_session(graph, device, options)))
     del model
     graph_bytes = {"ort fp32 unfused": unfused_bytes}
-    for variant, precision in (("ort fp32 fused", "fp32"), ("ort int8", "int8")):
+    precisions = (("ort fp32 fused", "fp32"), ("ort int8", "int8"))
+    for variant, precision in precisions if device == "cpu" else precisions[:1]:
         classifier = fp32 if precision == "fp32" else OnnxClassifier(paths.onnx, precision="int8")
-        classifier.session = inference_session(classifier.package / classifier.graph_file, PROVIDERS, options)
+        classifier.session = device_session(classifier.package / classifier.graph_file, device, options)
         graph_bytes[variant] = (classifier.package / classifier.graph_file).stat().st_size
         record(variant, ort_runner(classifier.session))
 
@@ -241,7 +267,7 @@ def measure_translation(workspace: Path, count: int | None, batch_sizes: list[in
     texts, references = gate_sentences(paths, limit), gate_references(paths, limit)
     rows: list[dict] = []
     for precision in ("fp32", "int8"):
-        translator = OnnxTranslator(paths.onnx, threads=threads, precision=precision, providers=PROVIDERS)
+        translator = OnnxTranslator(paths.onnx, threads=threads, precision=precision, providers=PROVIDERS["cpu"])
         beams = int(translator.generation.get("num_beams", 1))
         searches = [("greedy", 1)] + ([("beam", beams)] if beams > 1 else [])
         for search, num_beams in searches:
@@ -296,20 +322,27 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=None, help="the first N target test rows (default: all)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--threads", type=int, default=1, help="torch and ORT intra-op threads")
+    parser.add_argument("--device", choices=sorted(PROVIDERS), default="cpu",
+                        help="cuda: torch and the fp32 graphs on the GPU (classification)")
     args = parser.parse_args()
     if args.threads < 1 or min(args.batch_sizes) < 1 or (args.texts is not None and args.texts < 1):
         parser.error("--texts, --batch-sizes and --threads must be at least 1")
     kind = load_params(args.workspace / "params.yaml").task.kind
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device")
+    if kind == "translation" and args.device != "cpu":
+        parser.error("--device cuda is for classification; translation on the GPU: python -m bench.decode_speed --device cuda")
     if kind == "translation":
         result = measure_translation(args.workspace, args.texts, args.batch_sizes, args.threads)
         shown = translation_table(result)
     else:
-        result = measure_classification(args.workspace, args.texts, args.batch_sizes, args.threads)
+        result = measure_classification(args.workspace, args.texts, args.batch_sizes, args.threads, args.device)
         shown = classification_tables(result)
     RESULTS.parent.mkdir(exist_ok=True)
     arguments = {"workspace": str(args.workspace), "texts": args.texts, "batch_sizes": args.batch_sizes,
-                 "threads": args.threads}
-    RESULTS.write_text(json.dumps({"machine": machine(), "arguments": arguments, **result}, indent=2) + "\n")
+                 "threads": args.threads, "device": args.device}
+    results = RESULTS if args.device == "cpu" else RESULTS.with_name(f"inference-{args.device}.json")
+    results.write_text(json.dumps({"machine": machine(args.device), "arguments": arguments, **result}, indent=2) + "\n")
     print(shown)
 
 

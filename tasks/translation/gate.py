@@ -125,11 +125,13 @@ def torch_generate(model: PreTrainedModel, feeds, count: int, ids: dict, **optio
     """model.generate over the runtime's batches (`feeds`), trimmed as the runtime's ids are, and
     its seconds after a warm-up. `options` go to generate (num_beams, max_new_tokens, guards)."""
     out: list[list[int]] = [[] for _ in range(count)]
+    device = model.device  # the feeds are built on the host; a benchmark may run the model on a GPU
     _, warm_ids, warm_mask = feeds[0]
-    model.generate(input_ids=warm_ids[:1], attention_mask=warm_mask[:1], num_beams=1, do_sample=False, max_new_tokens=2)
+    model.generate(input_ids=warm_ids[:1].to(device), attention_mask=warm_mask[:1].to(device), num_beams=1, do_sample=False,
+                   max_new_tokens=2)
     started = time.perf_counter()  # after a warm-up, as for the runtime
     for index, input_ids, mask in feeds:
-        generated = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=False, **options)
+        generated = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), do_sample=False, **options)
         for i, row in zip(index, generated.tolist()):
             out[i] = trim(row[1:], ids["eos_id"], ids["pad_id"])  # row[0] is the decoder start
     return out, time.perf_counter() - started
