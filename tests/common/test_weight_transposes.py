@@ -26,7 +26,7 @@ def tied_graph(weight: np.ndarray):
          helper.make_tensor_value_info("embedded", TensorProto.FLOAT, ["rows", width])],
         [numpy_helper.from_array(weight, "weight")],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
 
 
 def outputs(model, feeds: dict) -> list[np.ndarray]:

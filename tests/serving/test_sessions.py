@@ -22,7 +22,7 @@ def residual_layer_norm(path: Path) -> Path:
              helper.make_node("LayerNormalization", ["sum", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-12)]
     inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", "tokens", HIDDEN]) for name in ("x", "skip")]
     graph = helper.make_graph(nodes, "residual", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [gamma, beta])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
     return path
 
 
