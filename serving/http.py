@@ -61,7 +61,7 @@ from starlette.exceptions import HTTPException
 from serving.batching import BatcherClosed, BatchError, DynamicBatcher, one_line
 from serving.classifier import softmax
 from serving.metrics import ServerMetrics
-from serving.package import PackageError
+from serving.package import PackageError, precision_warning
 
 logger = logging.getLogger("uvicorn.error")  # uvicorn's own log (stderr)
 
@@ -304,6 +304,9 @@ class ServerState:
         self.model, self.batcher = model, batcher
         logger.info("Model ready: %s package %s (%s, %s)", self.task, self.package,
                     ", ".join(self.info["providers"]), self.info["precision"])
+        warning = precision_warning(self.info["providers"], self.info["precision"])
+        if warning:
+            logger.warning(warning)
 
     def adopt(self, model, package: Path) -> Callable[[list[str], Hashable], list]:
         """Describe `model` as the one served; its call, results tagged with its version."""

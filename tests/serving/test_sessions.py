@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from serving.package import inference_session, provider_names
+from serving.package import inference_session, precision_warning, provider_names
 
 HIDDEN = 16
 
@@ -52,3 +52,10 @@ def test_a_cpu_session_keeps_add_and_layer_norm_apart(tmp_path):
 def test_provider_names_accepts_names_and_pairs():
     assert provider_names([("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]) == [
         "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_int8_on_cuda_is_warned_about_and_nothing_else_is():
+    warning = precision_warning(["CUDAExecutionProvider", "CPUExecutionProvider"], "int8")
+    assert warning and "--precision fp32" in warning
+    assert precision_warning(["CUDAExecutionProvider", "CPUExecutionProvider"], "fp32") is None
+    assert precision_warning(["CPUExecutionProvider"], "int8") is None
