@@ -37,6 +37,7 @@ from pathlib import Path
 import onnxruntime as ort
 import torch
 
+from bench.devices import PROVIDERS, require_device
 from serving.translator import KV_CACHE_CHOICES, OnnxTranslator
 from tasks.common.paths import Paths
 from tasks.params import load_params
@@ -103,18 +104,10 @@ def search_variants(translator: OnnxTranslator, name: str, batch_size: int) -> d
     return variants
 
 
-PROVIDERS = {
-    "cpu": ["CPUExecutionProvider"],
-    "cuda": [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"],
-}
-
-
 def translator_on(package: Path, device: str, threads: int, kv_cache: str) -> OnnxTranslator:
     """The fp32 translator on `device`; on cuda, one whose decoder really runs there."""
     translator = OnnxTranslator(package, threads=threads, precision="fp32", providers=PROVIDERS[device], kv_cache=kv_cache)
-    if device == "cuda" and translator.decoder_with_past.get_providers()[0] != "CUDAExecutionProvider":
-        raise SystemExit(f"--device cuda: onnxruntime {ort.__version__} has no working CUDAExecutionProvider "
-                         f"(available: {ort.get_available_providers()}); install requirements-gpu.txt")
+    require_device(translator.decoder_with_past, device)
     return translator
 
 

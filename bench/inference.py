@@ -58,16 +58,13 @@ import onnxruntime as ort
 import torch
 import transformers
 
+from bench.devices import PROVIDERS, require_device
 from serving.classifier import ENCODING_FIELDS, OUTPUT, OnnxClassifier
 from serving.package import inference_session
 from tasks.common.paths import Paths
 from tasks.params import load_params
 
 RESULTS = Path(__file__).resolve().parent / "results" / "inference.json"
-PROVIDERS = {  # the device's providers only, whatever onnxruntime build is installed
-    "cpu": ["CPUExecutionProvider"],
-    "cuda": [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"],
-}
 BASELINE = "torch eager"
 
 
@@ -113,9 +110,7 @@ def device_session(path: Path, device: str, options: ort.SessionOptions) -> ort.
     """A session on `device`; on cuda, one that really runs there (onnxruntime without CUDA
     would quietly fall back to the CPU and the figures would be the CPU's)."""
     session = inference_session(path, PROVIDERS[device], options)
-    if device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
-        raise SystemExit(f"--device cuda: onnxruntime {ort.__version__} has no working CUDAExecutionProvider "
-                         f"(available: {ort.get_available_providers()}); install requirements-gpu.txt")
+    require_device(session, device)
     return session
 
 

@@ -168,6 +168,10 @@ def read_manifest(package: str | Path, task: str, verify: bool = True) -> dict:
     return manifest
 
 
+# CUDA with TF32 off (see default_providers).
+CUDA_PROVIDER = ("CUDAExecutionProvider", {"use_tf32": "0"})
+
+
 def default_providers() -> list:
     """CUDA when onnxruntime-gpu has it, else CPU. TF32 is switched off on CUDA: it would
     round matmul inputs to 10 mantissa bits for speed, and the package promises PyTorch's logits."""
@@ -176,7 +180,7 @@ def default_providers() -> list:
     available = ort.get_available_providers()
     providers: list = []
     if "CUDAExecutionProvider" in available:
-        providers.append(("CUDAExecutionProvider", {"use_tf32": "0"}))
+        providers.append(CUDA_PROVIDER)
     providers.append("CPUExecutionProvider")
     return providers
 
