@@ -293,7 +293,6 @@ def fold_weight_transposes(model: onnx.ModelProto) -> int:
         folded += 1
     del model.graph.node[:]
     model.graph.node.extend(kept)
-    drop_initializer_value_info(model)
     return folded
 
 
@@ -317,6 +316,7 @@ def quantize_graph(source: Path, out: Path, op_types: list[str] | None = None, p
 
     model = onnx.load(source)
     folded = fold_weight_transposes(model)
+    drop_initializer_value_info(model)
     # Its advice to run onnxruntime's shape-inference pre-processing first is for static
     # (calibrated) quantization of vision models; it changes nothing for these dynamic graphs.
     advice = _DropMessage("consider to run pre-processing before quantization")
