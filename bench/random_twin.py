@@ -37,7 +37,7 @@ def random_twin(workspace: Path) -> dict:
     if params.model.init == SCRATCH:
         raise SystemExit(f"{workspace}: model.init is scratch: its shape is model.scratch, train it instead")
     labels = params.task.labels
-    init = resolve_init(params.model.init)
+    init = init_folder(params.model.init, workspace)
     config = AutoConfig.from_pretrained(init, num_labels=len(labels), **label_maps(labels))
     setattr(config, POOLING_KEY, params.model.pooling)
     torch.manual_seed(params.seed)
@@ -50,6 +50,14 @@ def random_twin(workspace: Path) -> dict:
     save_model(model, AutoTokenizer.from_pretrained(str(paths.tokenizer)), paths.target_model)
     return {"model_dir": str(paths.target_model), "init": init, "parameters": sum(p.numel() for p in model.parameters()),
             "pooling": params.model.pooling, "labels": labels}
+
+
+def init_folder(init: str, workspace: Path) -> str:
+    """model.init as the stages read it: they run inside the workspace, so a relative local
+    path there means workspace/path, whatever folder this bench is started from."""
+    resolved = resolve_init(init)
+    in_workspace = workspace / resolved
+    return str(in_workspace) if not Path(resolved).is_absolute() and in_workspace.exists() else resolved
 
 
 def main() -> None:
