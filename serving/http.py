@@ -137,6 +137,17 @@ def describe_validation(errors: list) -> str:
     return "; ".join(parts[:3]) + extra if parts else "the request body is not valid"
 
 
+def lone_surrogate(text: str) -> Optional[int]:
+    """Where `text` holds a lone UTF-16 surrogate (JSON lets `"\\ud800"` through), or None. The
+    tokenizer cannot take such a text, and a text that fails a model call fails every request
+    batched with it, so it is refused before it is queued."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return err.start
+    return None
+
+
 def check_texts(texts: list[str], settings: Settings) -> Optional[JSONResponse]:
     """The request limits, each refusal naming the limit (and the text's index)."""
     if not texts:
@@ -150,6 +161,10 @@ def check_texts(texts: list[str], settings: Settings) -> Optional[JSONResponse]:
             return error(
                 413, f"texts[{i}] has {len(text)} characters; the limit is {settings.max_chars} per text (--max-chars)"
             )
+        surrogate = lone_surrogate(text)
+        if surrogate is not None:
+            return error(422, f"texts[{i}] is not valid Unicode: a lone surrogate (U+{ord(text[surrogate]):04X}) "
+                              f"at character {surrogate}; send the character's full escape pair, or UTF-8")
     return None
 
 

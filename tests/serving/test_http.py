@@ -249,6 +249,44 @@ def test_a_failing_model_call_is_a_500_with_one_line_and_no_traceback():
     assert ok.status_code == 200 and ok.json()["results"][0]["label"] == "positive"
 
 
+class StrictTokenizerClassifier(FakeClassifier):
+    """Refuses what the real tokenizer refuses: a text that is not encodable as UTF-8."""
+
+    def logits(self, texts):
+        for text in texts:
+            text.encode("utf-8")
+        return super().logits(texts)
+
+
+def test_a_lone_surrogate_is_a_422_naming_the_text_and_fails_no_other_request():
+    # JSON lets "\ud800" through as a one-character string the tokenizer cannot take: in a
+    # model call it failed every request batched with it (a 500 for all of them).
+    app = create_app("pkg", "classification", Settings(max_delay_ms=200), loader=StrictTokenizerClassifier)
+    bad = b'{"texts": ["fine", "a \\ud800 b"]}'
+
+    async def calls(client):
+        while (await client.get("/ready")).status_code != 200:
+            await asyncio.sleep(0.01)
+        good = [client.post("/v1/classify", json={"texts": [f"good {i}"]}) for i in range(4)]
+        sent = client.post("/v1/classify", content=bad, headers={"content-type": "application/json"})
+        return await asyncio.gather(sent, *good)
+
+    refused, *answered = asyncio.run(in_process(app, calls))
+    assert refused.status_code == 422, refused.text
+    assert refused.json() == {"error": "texts[1] is not valid Unicode: a lone surrogate (U+D800) at character 2; "
+                                       "send the character's full escape pair, or UTF-8"}
+    assert [response.status_code for response in answered] == [200] * 4
+    paired = b'{"texts": ["\\ud83d\\ude00 great"]}'  # a full escape pair is one character, and fine
+
+    async def emoji(client):
+        while (await client.get("/ready")).status_code != 200:
+            await asyncio.sleep(0.01)
+        return await client.post("/v1/classify", content=paired, headers={"content-type": "application/json"})
+
+    assert asyncio.run(in_process(create_app("pkg", "classification", Settings(), loader=StrictTokenizerClassifier),
+                                  emoji)).status_code == 200
+
+
 # ---------------------------------------------------------------- the real server
 
 
@@ -388,9 +426,10 @@ def test_the_other_tasks_endpoint_is_refused(classify_server, translate_server):
         ([1, 2], 422, ["request body:"]),
         ((b'{"texts": ["ok"', "application/json"), 422, ["not valid JSON"]),
         ((b"texts=ok", "application/x-www-form-urlencoded"), 422, ["JSON object", "application/json"]),
+        ((b'{"texts": ["ok", "\\ud800"]}', "application/json"), 422, ["texts[1]", "lone surrogate (U+D800)"]),
     ],
     ids=["too-many-texts", "too-long", "blank", "no-texts", "missing-field", "not-a-list", "not-a-string",
-         "not-an-object", "malformed-json", "not-json"],
+         "not-an-object", "malformed-json", "not-json", "lone-surrogate"],
 )
 def test_bad_requests_name_the_limit_or_the_field(classify_server, body, status, words):
     if isinstance(body, tuple):
