@@ -388,21 +388,62 @@ class ServerState:
 
 
 class BodyLimit:
-    """A body whose Content-Length is beyond what the limits allow is refused unread (413):
-    max_texts texts of max_chars characters, each character as a 6-byte JSON escape at most."""
+    """A body beyond what the limits allow is refused (413): max_texts texts of max_chars
+    characters, each character as a 12-byte JSON escape at most (a character outside the BMP is
+    a surrogate pair, `\\ud83d\\ude00`, as Python's json.dumps and `requests` send it). A
+    Content-Length over it is refused unread; a body sent without one (chunked) is read up to the
+    limit and refused as soon as it passes it, so it is never held in memory whole."""
+
+    BYTES_PER_CHAR = 12
 
     def __init__(self, app, settings: Settings):
         self.app = app
-        self.limit = 6 * settings.max_texts * settings.max_chars + 65536
+        self.limit = self.BYTES_PER_CHAR * settings.max_texts * settings.max_chars + 65536
+
+    def too_large(self, size: str) -> JSONResponse:
+        return error(413, f"the request body has {size} bytes; the limit is {self.limit} (from --max-texts and --max-chars)")
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            length = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None:
             if length.isdigit() and int(length) > self.limit:
-                response = error(413, f"the request body has {int(length)} bytes; the limit is {self.limit} "
-                                      "(from --max-texts and --max-chars)")
-                return await response(scope, receive, send)
-        return await self.app(scope, receive, send)
+                return await self.too_large(str(int(length)))(scope, receive, send)
+            return await self.app(scope, receive, send)
+        if scope.get("method") in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)
+        replay = await self.read_up_to_limit(receive)
+        if replay is None:
+            return await self.too_large(f"more than {self.limit}")(scope, receive, send)
+        return await self.app(scope, replay, send)
+
+    async def read_up_to_limit(self, receive):
+        """A body without Content-Length read whole when within the limit, as a `receive` that
+        hands it to the app again; None as soon as it is over the limit."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: the app sees that
+                first = message
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return None
+            if not message.get("more_body", False):
+                first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return first
+
+        return replay
 
 
 class MetricsMiddleware:

@@ -10,6 +10,7 @@ limits, /metrics, a bounded load test, and a graceful shutdown under SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -285,6 +286,46 @@ def test_a_lone_surrogate_is_a_422_naming_the_text_and_fails_no_other_request():
 
     assert asyncio.run(in_process(create_app("pkg", "classification", Settings(), loader=StrictTokenizerClassifier),
                                   emoji)).status_code == 200
+
+
+def test_the_body_limit_takes_escaped_emoji_and_bounds_a_chunked_body():
+    # Python's json.dumps (and `requests`) escape a character outside the BMP as a 12-byte pair:
+    # a request within --max-texts and --max-chars was refused as too large. A body sent without
+    # Content-Length (chunked) was read whole, however large.
+    settings = Settings(max_texts=8, max_chars=2000)
+    app = create_app("pkg", "classification", settings, loader=FakeClassifier)
+    escaped = json.dumps({"texts": ["\U0001F600" * 2000] * 8}).encode()  # within both limits
+    assert len(escaped) > 6 * 8 * 2000 + 65536  # over the old bound of 6 bytes a character
+    pulled = []
+
+    async def chunks(body: bytes, size: int = 10_000):
+        for start in range(0, len(body), size):
+            pulled.append(start)
+            yield body[start : start + size]
+
+    async def endless():
+        yield b'{"texts": ["'
+        for _ in range(10_000):  # 10 MB
+            pulled.append(1)
+            yield b"a" * 1000
+
+    async def calls(client):
+        while (await client.get("/ready")).status_code != 200:
+            await asyncio.sleep(0.01)
+        headers = {"content-type": "application/json"}
+        whole = await client.post("/v1/classify", content=escaped, headers=headers)
+        chunked = await client.post("/v1/classify", content=chunks(escaped), headers=headers)
+        pulled.clear()
+        huge = await client.post("/v1/classify", content=endless(), headers=headers)
+        return whole, chunked, huge
+
+    whole, chunked, huge = asyncio.run(in_process(app, calls))
+    assert whole.status_code == 200 and len(whole.json()["results"]) == 8, whole.text
+    assert chunked.status_code == 200 and len(chunked.json()["results"]) == 8, chunked.text
+    limit = 12 * 8 * 2000 + 65536
+    assert huge.status_code == 413, huge.text
+    assert huge.json() == {"error": f"the request body has more than {limit} bytes; the limit is {limit} (from --max-texts and --max-chars)"}
+    assert len(pulled) <= limit // 1000 + 2, "a chunked body is read up to the limit, not on"
 
 
 # ---------------------------------------------------------------- the real server
