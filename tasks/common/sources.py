@@ -343,7 +343,9 @@ def delimited_record(shown: str, raw: RawRow, header: list[str], roles: Roles, d
 
 
 def read_jsonl(path: Path, shown: str, roles: Roles, field_name: str) -> Iterator[Record]:
-    checked = False
+    columns = jsonl_columns(path, set(roles.values()))
+    if columns is not None:
+        require_columns(columns, roles, shown, field_name)
     with path.open("rb") as handle:
         for number, raw in enumerate(raw_lines(handle), start=1):
             if not raw.strip():
@@ -352,11 +354,29 @@ def read_jsonl(path: Path, shown: str, roles: Roles, field_name: str) -> Iterato
             if problem:
                 yield unparsed(shown, number, str(number), raw.decode("utf-8", "replace").strip(), roles, problem)
                 continue
-            if not checked:  # the first object stands for the file's columns
-                require_columns(list(obj), roles, shown, field_name)
-                checked = True
             row_id = record_id(obj.get(ID_COLUMN), number)
             yield Record(shown, number, row_id, {role: obj.get(column) for role, column in roles.items()})
+
+
+def jsonl_columns(path: Path, wanted: set[str]) -> Optional[list[str]]:
+    """The keys of a jsonl file's objects, read until every wanted one has been seen (on a good
+    file: the first object), or None when no line is a JSON object. A column is missing only when
+    no object has it: an object that leaves a key out (a row without a label) is that row's
+    problem, quarantined like a missing value, whichever line it is on."""
+    keys: dict[str, None] = {}
+    found = False
+    with path.open("rb") as handle:
+        for raw in raw_lines(handle):
+            if not raw.strip():
+                continue
+            obj, problem = parse_json_line(raw)
+            if problem:
+                continue
+            found = True
+            keys.update(dict.fromkeys(obj))
+            if wanted <= keys.keys():
+                break
+    return list(keys) if found else None
 
 
 def parse_json_line(raw: bytes) -> tuple[dict, Optional[Bad]]:

@@ -5,6 +5,7 @@ sha256 (served locally, so the test is offline)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,25 @@ def test_unknown_extension_asks_for_a_format(tmp_path, ingest):
     path = write_rows(tmp_path / "s.data", ROWS, "csv")
     with pytest.raises(DataError, match=r"data\.source\.format: .*s\.data"):
         ingest(spec(path))
+
+
+def test_jsonl_rows_without_a_key_are_quarantined_on_any_line(tmp_path, ingest, workspace):
+    # A jsonl file has no header: a first object that left the label out stopped ingest with
+    # "column 'score' not in ... (columns: id, text)", though every other row had it; the same
+    # object on line 2 was one quarantined row.
+    for first in (True, False):
+        unlabelled = {"id": "u", "text": "no score on this one"}
+        rows = [unlabelled, *ROWS] if first else [ROWS[0], unlabelled, *ROWS[1:]]
+        path = tmp_path / f"first-{first}.jsonl"
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+        report = ingest(spec(path))
+        assert report["source"]["rows_read"] == len(ROWS) + 1
+        assert report["source"]["quarantined"]["by_reason"]["missing_label"] == 1
+        assert report["source"]["kept"] == len(ROWS)
+    typo = tmp_path / "typo.jsonl"
+    typo.write_text("".join(json.dumps(row) + "\n" for row in ROWS), encoding="utf-8")
+    with pytest.raises(DataError, match=r"data\.source\.columns\.label: column 'scor' not in .*typo\.jsonl \(columns: id, score, text\)"):
+        ingest({**spec(typo), "columns": {"text": "text", "label": "scor"}})
 
 
 def test_csv_quoted_fields_keep_commas_and_newlines(tmp_path, ingest, workspace):
