@@ -45,12 +45,30 @@ class Strict(BaseModel):
 TASK_KINDS = ("classification", "translation")
 
 
+def label_texts(value: Any) -> Any:
+    """Labels are texts, but YAML reads an unquoted 0 as a number and yes/no/true/false/on/off as
+    booleans: name the item and say to quote it (pydantic alone says 'Input should be a valid
+    string' for each item)."""
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if isinstance(item, bool):
+                raise ValueError(f"item {index} is the YAML boolean {item} (an unquoted yes/no/true/false/on/off): "
+                                 "quote it as your data writes it, e.g. 'yes'")
+            if isinstance(item, numbers.Number):
+                raise ValueError(f"item {index} is the number {item}: quote it ('{item}') as your data writes it")
+    return value
+
+
+# A list of class names, as task.labels and data.<domain>.labels take them.
+LabelList = Annotated[list[str], BeforeValidator(label_texts)]
+
+
 class ClassificationTask(Strict):
     """text -> one of `labels`."""
 
     kind: Literal["classification"] = "classification"
     # Class names, in the order of the model's output logits.
-    labels: list[str] = Field(default_factory=lambda: ["negative", "positive"], min_length=2)
+    labels: LabelList = Field(default_factory=lambda: ["negative", "positive"], min_length=2)
 
     @model_validator(mode="after")
     def _unique_labels(self) -> ClassificationTask:
@@ -173,7 +191,7 @@ class SourceSpec(Strict):
     # these), for pretrain.mode supervised and mlm+supervised; None = the same as task.labels.
     # The target's classes are always task.labels. pretrain.mode mlm reads the source's text only
     # (no label column, no label rule: these are not used).
-    labels: Optional[list[str]] = Field(None, min_length=2)
+    labels: Optional[LabelList] = Field(None, min_length=2)
     splits: Optional[SplitNames] = None  # predefined splits instead of a random split
 
     @model_validator(mode="after")

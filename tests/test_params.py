@@ -54,6 +54,25 @@ def test_wrong_type_names_field_and_value():
     assert "finetune.learning_rate" in message and "'fast'" in message
 
 
+@pytest.mark.parametrize(
+    "yaml_text, named, hint",
+    [
+        ("task: {labels: [0, 1]}", "task.labels", "item 0 is the number 0: quote it ('0')"),
+        ("task: {labels: [bug, yes]}", "task.labels", "item 1 is the YAML boolean True"),
+        ("data: {source: {path: s.tsv, labels: [off, on]}}", "data.source.labels", "item 0 is the YAML boolean False"),
+    ],
+)
+def test_unquoted_numbers_and_booleans_as_labels_say_to_quote_them(yaml_text: str, named: str, hint: str):
+    raw = yaml.safe_load(yaml_text)
+    raw["data"] = {**DATA, **raw.get("data", {})}
+    message = error_of(raw)
+    assert named in message and hint in message
+
+
+def test_quoted_numbers_are_labels():
+    assert parse_params(yaml.safe_load("task: {labels: ['0', '1']}") | {"data": DATA}).task.labels == ["0", "1"]
+
+
 def test_out_of_range_names_field_and_value():
     data = {**DATA, "split": {"test_fraction": 0.7}}
     message = error_of({"data": data})
