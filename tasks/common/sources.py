@@ -171,11 +171,11 @@ def file_format(path: Path, fmt: str, field_name: str) -> str:
         ) from None
 
 
-def require_columns(present: list[str], roles: Roles, shown: str, field_name: str) -> None:
+def require_columns(present: list[str], roles: Roles, shown: str, field_name: str, hint: str = "") -> None:
     for role, wanted in roles.items():
         if wanted not in present:
             listed = ", ".join(map(str, present))
-            raise DataError(f"{field_name}.columns.{role}: column {wanted!r} not in {shown} (columns: {listed})")
+            raise DataError(f"{field_name}.columns.{role}: column {wanted!r} not in {shown} (columns: {listed}){hint}")
         if present.count(wanted) > 1:  # which one the user meant cannot be guessed
             raise DataError(f"{field_name}.columns.{role}: column {wanted!r} appears {present.count(wanted)} times in {shown}")
 
@@ -320,10 +320,25 @@ def read_delimited(path: Path, shown: str, fmt: str, roles: Roles, field_name: s
         bad_lines: set[int] = set()
         lines = PhysicalLines(decoded_lines(handle, bad_lines))
         header = read_header(lines, dialect, shown, field_name)
-        require_columns(header, roles, shown, field_name)
+        require_columns(header, roles, shown, field_name, separator_hint(header, fmt, field_name))
         for raw in delimited_rows(lines, dialect, len(header)):
             undecodable = not bad_lines.isdisjoint(range(raw.first, raw.last + 1))
             yield delimited_record(shown, raw, header, roles, dialect["delimiter"], undecodable)
+
+
+def separator_hint(header: list[str], fmt: str, field_name: str) -> str:
+    """What to do when a header came out as one column holding another separator: a
+    ';'-separated csv (as spreadsheets save it in many locales), a tab file read as csv, a
+    comma file read as tsv."""
+    if len(header) != 1:
+        return ""
+    other = {"csv": {"\t": f"set {field_name}.format: tsv", ";": "re-save it comma- or tab-separated"},
+             "tsv": {",": f"set {field_name}.format: csv", ";": "re-save it comma- or tab-separated"}}[fmt]
+    names = {"\t": "tab", ";": "';'", ",": "','"}
+    for separator, fix in other.items():
+        if separator in str(header[0]):
+            return f"; its header looks {names[separator]}-separated and it is read as {fmt}: {fix}"
+    return ""
 
 
 def delimited_record(shown: str, raw: RawRow, header: list[str], roles: Roles, delimiter: str, undecodable: bool) -> Record:

@@ -73,6 +73,31 @@ def test_jsonl_rows_without_a_key_are_quarantined_on_any_line(tmp_path, ingest, 
         ingest({**spec(typo), "columns": {"text": "text", "label": "scor"}})
 
 
+@pytest.mark.parametrize(
+    "name, written_with, hint",
+    [
+        ("s.csv", ";", r"its header looks ';'-separated and it is read as csv: re-save it comma- or tab-separated"),
+        ("s.csv", "\t", r"its header looks tab-separated and it is read as csv: set data\.source\.format: tsv"),
+        ("s.tsv", ",", r"its header looks ','-separated and it is read as tsv: set data\.source\.format: csv"),
+    ],
+)
+def test_a_header_with_another_separator_says_what_to_do(tmp_path, ingest, name, written_with, hint):
+    # A ';'-separated "csv" (as spreadsheets save it in many locales) read as one column.
+    path = tmp_path / name
+    path.write_text("".join(f"{row['id']}{written_with}{row['text']}{written_with}{row['score']}\n"
+                            for row in [{"id": "id", "text": "text", "score": "score"}, *ROWS[:5]]), encoding="utf-8")
+    with pytest.raises(DataError, match=r"data\.source\.columns\.\w+: column '\w+' not in .*" + hint):
+        ingest(spec(path))
+
+
+def test_a_one_column_header_without_another_separator_gets_no_hint(tmp_path, ingest):
+    path = tmp_path / "s.csv"
+    path.write_text("words\nsome text\n", encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        ingest(spec(path))
+    assert "separated" not in str(caught.value)
+
+
 def test_csv_quoted_fields_keep_commas_and_newlines(tmp_path, ingest, workspace):
     rows = ROWS + [{"id": "q", "score": 3.0, "text": 'one, "two"\r\nand  three'}]
     report = ingest(spec(write_rows(tmp_path / "s.csv", rows, "csv")))
