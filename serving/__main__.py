@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Optional
 
-from serving.package import PRECISION_CHOICES, PackageError, package_task
+from serving.package import PRECISION_CHOICES, PackageError, is_blank, package_task
 
 # What the runtime imports; onnxruntime comes from the install's [cpu] or [gpu] extra.
 RUNTIME_MODULES = ("onnxruntime", "tokenizers", "numpy", "fastapi", "uvicorn", "prometheus_client", "pydantic", "starlette")
@@ -162,7 +162,7 @@ def input_batches(fd: int = 0) -> Iterator[list[tuple[int, str, Optional[str]]]]
                 text, problem = raw.decode("utf-8").rstrip("\r"), None
             except UnicodeDecodeError:
                 text, problem = "", f"line {number} is not UTF-8 text"
-            if problem is None and not text.strip():
+            if problem is None and is_blank(text):
                 problem = f"line {number} is empty"
             batch.append((number, text, problem))
             if len(batch) == LINES_PER_BATCH:

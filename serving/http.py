@@ -61,7 +61,7 @@ from starlette.exceptions import HTTPException
 from serving.batching import BatcherClosed, BatchError, DynamicBatcher, one_line
 from serving.classifier import softmax
 from serving.metrics import ServerMetrics
-from serving.package import PackageError, precision_warning
+from serving.package import PackageError, is_blank, precision_warning
 
 logger = logging.getLogger("uvicorn.error")  # uvicorn's own log (stderr)
 
@@ -155,7 +155,7 @@ def check_texts(texts: list[str], settings: Settings) -> Optional[JSONResponse]:
     if len(texts) > settings.max_texts:
         return error(413, f"texts holds {len(texts)} texts; the limit is {settings.max_texts} per request (--max-texts)")
     for i, text in enumerate(texts):
-        if not text.strip():
+        if is_blank(text):
             return error(422, f"texts[{i}] is empty")
         if len(text) > settings.max_chars:
             return error(

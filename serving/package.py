@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -233,3 +234,14 @@ def inference_session(path: Path, providers, options=None):
     except Exception as err:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PackageError(f"{path}: onnxruntime cannot load the graph: {first}") from None
+
+
+# Characters that show nothing: controls (Cc) and format characters (Cf: zero-width space and
+# joiners, the byte-order mark, soft hyphen), besides whitespace.
+INVISIBLE_CATEGORIES = ("Cc", "Cf")
+
+
+def is_blank(text: str) -> bool:
+    """A text with nothing to read: empty, whitespace, or only invisible characters (a zero-width
+    space alone tokenizes to no word at all, and would get a confident label or translation)."""
+    return all(char.isspace() or unicodedata.category(char) in INVISIBLE_CATEGORIES for char in text)

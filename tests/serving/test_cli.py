@@ -50,11 +50,13 @@ def test_classification_gives_one_line_per_input_line_in_order(classification_pa
     lines = list(classification_texts)
     lines[3:3] = [""]
     lines[10:10] = ["   \t"]
+    lines[20:20] = ["\u200b\u200d"]  # zero-width space and joiner: nothing to read either
     rows = json_lines(serve(classification_package, lines))
     assert len(rows) == len(lines)
     assert rows[3] == {"error": "line 4 is empty", "line": 4}
     assert rows[10] == {"error": "line 11 is empty", "line": 11}
-    good = [row for i, row in enumerate(rows) if i not in (3, 10)]
+    assert rows[20] == {"error": "line 21 is empty", "line": 21}
+    good = [row for i, row in enumerate(rows) if i not in (3, 10, 20)]
     assert [row["text"] for row in good] == classification_texts
     classifier = OnnxClassifier(classification_package)
     assert [row["label"] for row in good] == classifier.predict(classification_texts)

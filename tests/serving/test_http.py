@@ -460,6 +460,7 @@ def test_the_other_tasks_endpoint_is_refused(classify_server, translate_server):
         ({"texts": ["ok"] * 65}, 413, ["65", "64", "--max-texts"]),
         ({"texts": ["ok", "fine", "x" * 2001]}, 413, ["texts[2]", "2001", "2000", "--max-chars"]),
         ({"texts": ["ok", "fine", "good", " \t "]}, 422, ["texts[3] is empty"]),
+        ({"texts": ["ok", "\u200b\ufeff\u00ad"]}, 422, ["texts[1] is empty"]),  # only invisible characters
         ({"texts": []}, 422, ["texts is empty"]),
         ({"text": ["ok"]}, 422, ["texts: Field required", "text: unknown field"]),
         ({"texts": "ok"}, 422, ["texts:", "list"]),
@@ -469,7 +470,7 @@ def test_the_other_tasks_endpoint_is_refused(classify_server, translate_server):
         ((b"texts=ok", "application/x-www-form-urlencoded"), 422, ["JSON object", "application/json"]),
         ((b'{"texts": ["ok", "\\ud800"]}', "application/json"), 422, ["texts[1]", "lone surrogate (U+D800)"]),
     ],
-    ids=["too-many-texts", "too-long", "blank", "no-texts", "missing-field", "not-a-list", "not-a-string",
+    ids=["too-many-texts", "too-long", "blank", "invisible", "no-texts", "missing-field", "not-a-list", "not-a-string",
          "not-an-object", "malformed-json", "not-json", "lone-surrogate"],
 )
 def test_bad_requests_name_the_limit_or_the_field(classify_server, body, status, words):
