@@ -1,0 +1,93 @@
+"""Weight-space ensembling (WiSE-FT, Wortsman et al. 2022) of the transfer model: the target
+fine-tune interpolated with the source classifier it started from,
+alpha * fine-tuned + (1 - alpha) * models/source, for several alphas, scored by macro-F1 on the
+target's val and test splits (pick on val, report test). A lever of the 200-label aim; it needs
+no extra training, only models/source trained on the target's own labels (the demo's sentiment
+source), so the source head is a real classifier of task.labels.
+
+Usage (on a workspace whose pretrain stage has run, e.g. the repository root after `make run`):
+  .venv/bin/python -m bench.wise_ft WORKSPACE [--budget 200] [--seeds 3] [--alphas 0 0.5 0.7 0.8 0.9 1]
+Each seed fine-tunes as the finetune stage does (finetune.* of WORKSPACE/params.yaml, its own
+subset, head and order; run names wise-<budget>-s<seed>, checkpoints under WORKSPACE's
+checkpoint folder, nothing else written there). Prints one JSON line per seed and alpha, a
+markdown table of means, and writes bench/results/wise_ft-<budget>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tasks.classification.evaluate import model_predictions
+from tasks.classification.metrics import classification_metrics
+from tasks.classification.model import has_classifier_head, load_classifier, load_tokenized, model_labels
+from tasks.classification.train import fine_tune
+from tasks.common.paths import Paths
+from tasks.common.prepared import prepared_split
+from tasks.params import load_params
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def scored_split(paths: Paths, split: str, labels: list[str]) -> tuple[list[str], np.ndarray]:
+    rows = prepared_split(paths, "target", split)
+    return [row["text"] for row in rows], np.array([labels.index(row["label"]) for row in rows])
+
+
+def interpolated(tuned: dict, source: dict, alpha: float) -> dict:
+    """alpha * tuned + (1 - alpha) * source, float tensors only (position ids and the like stay)."""
+    return {key: alpha * value + (1 - alpha) * source[key] if value.is_floating_point() else value
+            for key, value in tuned.items()}
+
+
+def wise_ft(workspace: Path, budget: int | None, seeds: int, alphas: list[float]) -> list[dict]:
+    base = load_params(workspace / "params.yaml")
+    paths = Paths(workspace)
+    labels = list(base.task.labels)
+    if not has_classifier_head(paths.source_model) or model_labels(paths.source_model) != labels:
+        raise SystemExit(f"{paths.source_model}: no classifier of task.labels to interpolate with (pretrain.mode mlm?)")
+    splits, tokenizer = load_tokenized(paths, "target")
+    scored = {split: scored_split(paths, split, labels) for split in ("val", "test")}
+    rows = []
+    for seed in range(base.seed, base.seed + seeds):
+        p = base.model_copy(update={"seed": seed})
+        model, _ = fine_tune(p, paths, splits, tokenizer, budget, f"wise-{budget or 'all'}-s{seed}")
+        tuned = {key: value.detach().clone() for key, value in model.state_dict().items()}
+        source = load_classifier(paths.source_model, labels, pooling=p.model.pooling).state_dict()
+        for alpha in alphas:
+            model.load_state_dict(interpolated(tuned, source, alpha))
+            f1 = {split: classification_metrics(truth, model_predictions(model, tokenizer, texts, p), labels)["f1_macro"]
+                  for split, (texts, truth) in scored.items()}
+            rows.append({"budget": budget or "all", "seed": seed, "alpha": alpha, **f1})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def table(rows: list[dict], alphas: list[float]) -> str:
+    lines = ["| alpha | val (mean) | test (mean ± sd) |", "|---|---|---|"]
+    for alpha in alphas:
+        val = [row["val"] for row in rows if row["alpha"] == alpha]
+        test = [row["test"] for row in rows if row["alpha"] == alpha]
+        lines.append(f"| {alpha:g} | {np.mean(val):.3f} | {np.mean(test):.3f} ± {np.std(test, ddof=1) if len(test) > 1 else 0:.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.wise_ft", description=__doc__.split("\n\n")[0])
+    parser.add_argument("workspace", type=Path, help="a classification run whose pretrain stage has run")
+    parser.add_argument("--budget", default="200", help="target labels per seed, or 'all'")
+    parser.add_argument("--seeds", type=int, default=3, help="params.yaml's seed and the next ones")
+    parser.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.5, 0.7, 0.8, 0.9, 1.0])
+    args = parser.parse_args()
+    budget = None if args.budget == "all" else int(args.budget)
+    rows = wise_ft(args.workspace, budget, args.seeds, args.alphas)
+    print(table(rows, args.alphas))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"wise_ft-{args.budget}.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
