@@ -22,6 +22,7 @@ and UI at that address). Prefect's own temporary server runs no scheduler: no cr
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import re
 import subprocess
@@ -161,10 +162,12 @@ def next_interval_runs(schedule, count: int = NEXT_RUNS) -> list[str]:
 
 
 def next_runs(cron: str, timezone: str, count: int = NEXT_RUNS, now: datetime | None = None) -> list[str]:
-    from cronsim import CronSim  # what Prefect itself schedules cron with
+    """The next runs as the Prefect server's scheduler computes them (its CronSchedule, with
+    Prefect's vendored croniter): a 6-field cron has seconds last there, and `@daily` works."""
+    from prefect.server.schemas.schedules import CronSchedule
 
-    runs = CronSim(cron, now or datetime.now(ZoneInfo(timezone)))
-    return [next(runs).isoformat() for _ in range(count)]
+    dates = asyncio.run(CronSchedule(cron=cron, timezone=timezone).get_dates(n=count, start=now or datetime.now(ZoneInfo(timezone))))
+    return [date.isoformat() for date in dates]
 
 
 def build(args: argparse.Namespace):

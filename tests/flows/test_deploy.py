@@ -79,6 +79,21 @@ def test_next_runs_from_a_fixed_time():
         "2025-02-01T03:00:00+00:00", "2025-02-02T03:00:00+00:00", "2025-02-03T03:00:00+00:00"]
 
 
+@pytest.mark.parametrize("cron, expected", [
+    ("@daily", ["2025-02-01T00:00:00+00:00", "2025-02-02T00:00:00+00:00", "2025-02-03T00:00:00+00:00"]),
+    # six fields: Prefect's scheduler (croniter) reads the last as seconds, so this fires every
+    # second of 03:00; --print must say so, not show cronsim's reading (seconds first: hourly)
+    ("0 3 * * * *", ["2025-02-01T03:00:00+00:00", "2025-02-01T03:00:01+00:00", "2025-02-01T03:00:02+00:00"]),
+])
+def test_next_runs_are_the_prefect_schedulers(cron: str, expected: list[str]):
+    assert deploy.next_runs(cron, "UTC", now=datetime(2025, 1, 31, 12, 0, tzinfo=UTC)) == expected
+
+
+def test_print_takes_every_cron_prefect_accepts(capsys, root: Path):
+    shown = printed(capsys, "--root", str(root), "--cron", "@hourly")
+    assert shown["schedule"]["cron"] == "@hourly" and len(shown["next_runs"]) == 3
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--cron", "0 3 * *"], "error: --cron '0 3 * *': Invalid cron string"),
     (["--cron", "61 3 * * *"], "error: --cron '61 3 * * *': Invalid cron string"),
