@@ -38,9 +38,11 @@ from pydantic import ValidationError
 
 DEFAULT_NAME = "scheduled-retraining"
 DEFAULT_CRON = "0 3 * * *"
+BANNED_NAME_CHARACTERS = ("/", "%", "&", ">", "<")  # Prefect refuses them in a deployment name
 NEXT_RUNS = 3
 DURATION = re.compile(r"(\d+)([smhd]?)")
 UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_INTERVAL_SECONDS = 100 * 365 * 86400  # timedelta and Prefect's dates end at year 9999
 
 
 class DeployError(Exception):
@@ -121,6 +123,8 @@ def prefect_api(port: int, startup_timeout: float = 180) -> Iterator[str]:
 def check_schedule(cron: str, timezone: str) -> None:
     from prefect.client.schemas.schedules import CronSchedule
 
+    if not timezone.strip():  # Prefect takes "" as "no time zone" and stores it as such
+        raise DeployError(f"--timezone {timezone!r}: expected an IANA time zone such as UTC or Europe/Berlin")
     try:
         CronSchedule(cron=cron, timezone=timezone)
     except ValidationError as err:
@@ -133,7 +137,11 @@ def interval(every: str) -> timedelta:
     match = DURATION.fullmatch(every.strip().lower())
     if not match or int(match[1]) == 0:
         raise DeployError(f"--every {every!r}: expected a positive duration such as 30m, 6h or 1d")
-    return timedelta(seconds=int(match[1]) * UNIT_SECONDS[match[2]])
+    seconds = int(match[1]) * UNIT_SECONDS[match[2]]
+    if seconds > MAX_INTERVAL_SECONDS:
+        raise DeployError(f"--every {every!r}: longer than {MAX_INTERVAL_SECONDS // 86400 // 365} years; "
+                          "a schedule that never fires is none")
+    return timedelta(seconds=seconds)
 
 
 def schedule(args: argparse.Namespace):
@@ -183,6 +191,9 @@ def build(args: argparse.Namespace):
     root = Path(args.root).resolve()
     if not (root / "dvc.yaml").is_file():
         raise DeployError(f"--root {str(root)!r}: no dvc.yaml there")
+    if not args.name.strip() or any(char in args.name for char in BANNED_NAME_CHARACTERS):
+        raise DeployError(f"--name {args.name!r}: a deployment name must not be empty nor hold any of "
+                          f"{' '.join(BANNED_NAME_CHARACTERS)}")
     return pipeline.to_deployment(
         name=args.name,
         schedules=[when],

@@ -104,6 +104,11 @@ def test_print_takes_every_cron_prefect_accepts(capsys, root: Path):
     (["--every", "2w"], "error: --every '2w': expected a positive duration"),
     (["--every", "1h", "--cron", "0 3 * * *"], "error: --cron and --every: give one schedule, not both"),
     (["--every", "1h", "--timezone", "Mars/Olympus"], "error: --timezone 'Mars/Olympus': Invalid timezone"),
+    (["--timezone", ""], "error: --timezone '': expected an IANA time zone"),
+    (["--every", "1h", "--timezone", " "], "error: --timezone ' ': expected an IANA time zone"),
+    (["--every", "9999999999d"], "error: --every '9999999999d': longer than 100 years"),
+    (["--name", ""], "error: --name '': a deployment name must not be empty"),
+    (["--name", "nightly/amazon"], "error: --name 'nightly/amazon': a deployment name must not be empty nor hold any of /"),
 ])
 def test_bad_arguments_are_one_line(capsys, root: Path, args: list[str], expected: str):
     assert failed(capsys, "--root", str(root), *args).startswith(expected)
