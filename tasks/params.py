@@ -128,6 +128,19 @@ class SplitNames(Strict):
     val: str = "val"
     test: str = "test"
 
+    @model_validator(mode="after")
+    def _three_splits(self) -> SplitNames:
+        # val = test would pick the checkpoint (early stopping) on the frozen test split, which
+        # every score is measured on; train = val or test would lose all of train as leakage.
+        names = {"train": self.train, "val": self.val, "test": self.test}
+        for first, second in (("val", "test"), ("train", "test"), ("train", "val")):
+            if names[first] == names[second]:
+                raise ValueError(
+                    f"{first} and {second} are both {names[first]!r}: train, val and test must name three different splits "
+                    "(without a val file, cut one from train, e.g. its last lines, or leave splits out for a random split)"
+                )
+        return self
+
 
 class LabelRule(Strict):
     # "threshold": the label column is a numeric score; positive above `threshold`,

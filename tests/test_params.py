@@ -205,6 +205,18 @@ def test_a_language_pair_needs_two_languages():
     assert "data.source.languages" in message and "same language" in message
 
 
+@pytest.mark.parametrize("splits, named", [
+    ({"train": "train", "val": "test", "test": "test"}, "val and test are both 'test'"),
+    ({"train": "train", "val": "val", "test": "train"}, "train and test are both 'train'"),
+    ({"train": "train", "val": "train", "test": "test"}, "train and val are both 'train'"),
+])
+def test_predefined_splits_name_three_different_splits(splits: dict, named: str):
+    # val = test would early-stop on the frozen test split every score is measured on
+    data = {**PAIRS, "target": {**PAIRS["target"], "splits": splits}}
+    message = error_of({**TRANSLATION, "data": data})
+    assert f"data.target.splits: {named}" in message and "three different splits" in message
+
+
 # ---------------------------------------------------------------- numbers: finite and bounded
 
 
