@@ -119,10 +119,29 @@ def init_repositories(root: Path) -> None:
         git(root, "-c", "user.name=pipeline", "-c", "user.email=pipeline@localhost", "commit", "-qm", "workspace")
 
 
+def check_root(root: Path) -> None:
+    """The workspace is a directory of its own: the repository itself would have its code
+    deleted by copy_code (rmtree then copy from itself), and a folder inside the code would be
+    copied into itself without end."""
+    if root == REPO:
+        raise PipelineError(f"{root}: is the repository itself; a workspace is a directory of its own "
+                            "(e.g. runs/my); to run in the repository, edit params.yaml and run `make run` without PARAMS")
+    for name in CODE:
+        if root.is_relative_to(REPO / name):
+            raise PipelineError(f"{root}: is inside the code folder {REPO / name}, which is copied into the workspace; "
+                                "pick a directory outside it (e.g. runs/my)")
+    if root.exists() and not root.is_dir():
+        raise PipelineError(f"{root}: exists and is not a directory")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PipelineError(f"{root}: cannot create the workspace: {err.strerror or err}") from None
+
+
 def create(root: Path, params_file: Path, reset_params: bool = False) -> Path:
     if not params_file.is_file():
         raise PipelineError(f"--params: {params_file} not found")
-    root.mkdir(parents=True, exist_ok=True)
+    check_root(root)
     copy_code(root)
     link_external_data(root)
     copy_params(params_file, root / "params.yaml", reset_params)

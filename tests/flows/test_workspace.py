@@ -152,6 +152,30 @@ def test_reset_params_says_when_it_replaces_a_different_file(tmp_path: Path, cap
     assert dest.read_text() == "seed: 1\n" and f"{dest}: replaced by {mine}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("where", [".", "tasks", "flows/ws", "serving/x/y"])
+def test_a_workspace_is_never_the_repository_or_inside_its_code(repo: Path, tmp_path: Path, where: str):
+    # `make run PARAMS=my.yaml WORKSPACE=.` once deleted the repository's tasks/, serving/ and
+    # flows/ (copy_code removes the workspace's copy, then copies from what it just removed);
+    # a workspace inside flows/ was copied into itself until a RecursionError
+    for name in workspace.CODE:
+        (repo / name).mkdir()
+        (repo / name / "keep.py").write_text("# the user's code\n")
+    mine = tmp_path / "my.yaml"
+    mine.write_text("seed: 1\n")
+    with pytest.raises(workspace.PipelineError, match="is the repository itself|is inside the code folder"):
+        workspace.create((repo / where).resolve(), mine, reset_params=True)
+    assert all((repo / name / "keep.py").is_file() for name in workspace.CODE)
+    assert not (repo / "params.yaml").exists() and not (repo / "flows" / "ws").exists()
+
+
+def test_a_workspace_path_that_is_a_file_is_one_line(tmp_path: Path):
+    (tmp_path / "my.yaml").write_text("seed: 1\n")
+    done = subprocess.run([sys.executable, "-m", "flows.workspace", str(tmp_path / "my.yaml"), "--params",
+                           str(tmp_path / "my.yaml")], cwd=REPO, env=env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"error: workspace: {tmp_path / 'my.yaml'}: exists and is not a directory"
+
+
 # ---------------------------------------------------------------- make run PARAMS=, the flow
 
 
