@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -239,6 +240,19 @@ def inference_session(path: Path, providers, options=None):
 # Characters that show nothing: controls (Cc) and format characters (Cf: zero-width space and
 # joiners, the byte-order mark, soft hyphen), besides whitespace.
 INVISIBLE_CATEGORIES = ("Cc", "Cf")
+
+
+# What ingest's cleaning (tasks/common/sources.py clean_text) removes from every training text:
+# C0/C1 control characters other than whitespace; whitespace runs become one space.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
+
+
+def clean_text(text: str) -> str:
+    """A text as ingest cleaned the model's training and test texts: controls removed,
+    whitespace normalised (none at either end), and a leading byte-order mark dropped (ingest
+    drops a file's). A byte-level BPE tokenizer sees every space: " A  dog.\t" would otherwise
+    get tokens the model never saw in training."""
+    return " ".join(CONTROL_CHARACTERS.sub("", text).split()).removeprefix("\ufeff").strip()
 
 
 def is_blank(text: str) -> bool:

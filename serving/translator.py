@@ -47,7 +47,8 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from serving.package import (
-    PackageError, default_providers, graph_files, inference_session, intra_op_options, read_manifest, serve_precision,
+    PackageError, clean_text, default_providers, graph_files, inference_session, intra_op_options, read_manifest,
+    serve_precision,
 )
 
 TASK = "translation"
@@ -297,8 +298,9 @@ class OnnxTranslator:
     # ------------------------------------------------------------ encoding
 
     def encode_ids(self, text: str) -> list[int]:
-        """The contract's encoder input: <2tgt> + subword ids + </s>, at most max_length ids."""
-        words = self.tokenizer.encode(text, add_special_tokens=False).ids[: self.max_length - 2]
+        """The contract's encoder input: <2tgt> + subword ids + </s>, at most max_length ids, of
+        the text cleaned as ingest cleaned the training texts (clean_text)."""
+        words = self.tokenizer.encode(clean_text(text), add_special_tokens=False).ids[: self.max_length - 2]
         return [self.tag_id, *words, self.eos_id]
 
     def pad(self, rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:

@@ -302,6 +302,22 @@ def test_source_encoding_follows_the_contract(translator):
     assert len(translator.encode_ids(" ".join(test_sentences(10)))) == MAX_LENGTH
 
 
+@pytest.mark.parametrize("raw", [" A man rides a bike.", "A  man\trides a bike.\n", "\ufeffA man rides a bike.",
+                                 "A man\x00 rides a bike.\x1b", "A man rides a bike.\r"])
+def test_a_source_is_encoded_as_ingest_cleaned_the_training_texts(translator, raw):
+    # byte-level BPE sees every space: a leading space, a double space, a tab, a BOM (the first
+    # line of a Windows file on stdin) or a control character gave tokens never seen in training
+    assert translator.encode_ids(raw) == translator.encode_ids("A man rides a bike.")
+
+
+@pytest.mark.parametrize("raw", ["  two  spaces\t", "nul\x00 and esc\x1b[0m", "line\r\nbreak", "caf\u00e9 \u200b", "\x85next"])
+def test_serving_cleans_texts_as_ingest_does(raw):
+    from serving.package import clean_text as serving_clean
+    from tasks.common.sources import clean_text as ingest_clean
+
+    assert serving_clean(raw) == ingest_clean(raw)
+
+
 def test_translate_decodes_without_special_tokens(translator):
     texts = test_sentences(4)
     out = translator.translate(texts)
