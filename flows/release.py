@@ -667,21 +667,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     pub = commands.add_parser("publish", parents=[common], help="push, commit, register and promote the workspace's package")
     pub.add_argument("--message", "-m", required=True, help="the release commit's message")
-    pub.add_argument("--remote", help="DVC remote name, URL or path (default: release, DVC's default, or .dvc/release-remote)")
+    pub.add_argument("--remote", type=non_empty, help="DVC remote name, URL or path (default: release, DVC's default, or .dvc/release-remote)")
     for name, text in (("list", "every version with its date, commit, stage and metrics"), ("champion", "the version in prod")):
         commands.add_parser(name, parents=[common], help=text).add_argument("--json", action="store_true")
     commands.add_parser("rollback", parents=[common], help="move prod back to the version before the champion")
     get = commands.add_parser("fetch", parents=[common], help="download a version's package from the remote")
     get.add_argument("ref", help="prod, a version (v2.0.0) or a major version (v2)")
     get.add_argument("--out", type=Path, required=True, help="a new folder for the package")
-    get.add_argument("--remote", help="a configured DVC remote (default: release, or DVC's default)")
+    get.add_argument("--remote", type=non_empty, help="a configured DVC remote (default: release, or DVC's default)")
     syncing = commands.add_parser("sync", parents=[common], help="point DIR/current at the prod version's package, fetched")
     syncing.add_argument("--into", type=Path, required=True, help="the folder a server watches (DIR/current, DIR/<version>/)")
-    syncing.add_argument("--remote", help="a configured DVC remote (default: release, or DVC's default)")
+    syncing.add_argument("--remote", type=non_empty, help="a configured DVC remote (default: release, or DVC's default)")
     syncing.add_argument("--every", type=positive(float), metavar="SECONDS", help="sync every SECONDS, until stopped")
     syncing.add_argument("--keep", type=positive(int), default=2, metavar="N",
                          help="version folders kept, current included (default 2: current and the one before)")
     return parser.parse_args(argv)
+
+
+def non_empty(text: str) -> str:
+    """--remote "" (say, an unset $REMOTE) is no remote: as a path it was the current directory,
+    which then became the release remote and received the package."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: empty; name a DVC remote, a URL or a path, or leave --remote out")
+    return text
 
 
 def positive(kind: type) -> Callable[[str], int | float]:

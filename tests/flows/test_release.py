@@ -300,6 +300,20 @@ def test_remote_argument_is_a_name_a_url_or_a_path(tmp_path: Path, monkeypatch):
     assert (tmp_path / ".dvc" / "release-remote" / ".gitignore").read_text() == "*\n"
 
 
+@pytest.mark.parametrize("command", [["publish", "-m", "x"], ["fetch", "prod", "--out", "pkg"], ["sync", "--into", "models"]])
+@pytest.mark.parametrize("remote", ["", "  "])
+def test_an_empty_remote_is_refused_before_anything_runs(capsys, tmp_path: Path, monkeypatch, command, remote):
+    # --remote "" (an unset $REMOTE in a script) was the path "", i.e. the current directory:
+    # it became the release remote, received the package, and published a new version
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        release.main([*command, "--remote", remote, "--root", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --remote: {remote!r}: empty; name a DVC remote, a URL or a path" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_dvc_yaml_without_the_artifact_or_a_lock_without_the_package_is_one_line_error():
     with pytest.raises(PipelineError, match=r"dvc.yaml: no artifact 'onnx-model' with a path under `artifacts:`"):
         release.artifact_path("stages: {}\n", "dvc.yaml")
