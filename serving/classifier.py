@@ -23,7 +23,10 @@ from typing import Optional
 import numpy as np
 from tokenizers import Tokenizer
 
-from serving.package import PackageError, default_providers, graph_files, inference_session, intra_op_options, read_manifest, serve_precision
+from serving.package import (
+    PackageError, clean_text, default_providers, graph_files, inference_session, intra_op_options, read_manifest,
+    serve_precision,
+)
 
 TASK = "classification"
 MODEL_FILE = "model.onnx"
@@ -85,7 +88,9 @@ class OnnxClassifier:
         return self.session.run([OUTPUT], inputs)[0]
 
     def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        encodings = self.tokenizer.encode_batch(list(texts))
+        """Model inputs for `texts`, each cleaned as ingest cleaned the training texts (clean_text):
+        a tokenizer that keeps spaces or control characters would otherwise see text the model never did."""
+        encodings = self.tokenizer.encode_batch([clean_text(text) for text in texts])
         return {
             name: np.array([getattr(enc, ENCODING_FIELDS[name]) for enc in encodings], dtype=np.int64)
             for name in self.input_names

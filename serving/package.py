@@ -242,8 +242,9 @@ def inference_session(path: Path, providers, options=None):
 INVISIBLE_CATEGORIES = ("Cc", "Cf")
 
 
-# What ingest's cleaning (tasks/common/sources.py clean_text) removes from every training text:
-# C0/C1 control characters other than whitespace; whitespace runs become one space.
+# C0/C1 control characters other than whitespace (which clean_text turns into spaces). The one
+# definition of a clean text: ingest cleans every training and test text with clean_text
+# (tasks/common/sources.py calls it), the runtimes every text they are sent.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
 
 

@@ -22,7 +22,6 @@ import itertools
 import json
 import math
 import os
-import re
 import statistics
 import tempfile
 import urllib.error
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, Optional
 
+from serving.package import clean_text as serving_clean_text
 from tasks.common.errors import DataError, ParamsError
 from tasks.common.io import sha256_file
 from tasks.params import SourceSpec
@@ -44,8 +44,6 @@ ID_COLUMN = "id"  # used as the row id when the input has it; otherwise the row 
 # What the readers themselves can find wrong with a row; each kind adds its own reasons.
 READ_PROBLEMS = ("undecodable", "malformed_row", "unbalanced_quote", "wrong_field_count", "bad_json")
 
-# C0/C1 control characters other than whitespace (which clean_text turns into spaces).
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
 
 Roles = Mapping[str, str]  # role ("text", "source", ...) -> column name in the input
 
@@ -548,8 +546,9 @@ def is_missing(value: Any) -> bool:
 
 def clean_text(value: Any) -> str:
     """Whitespace normalised (runs of spaces, tabs and newlines become one space) and control
-    characters (NUL, escape codes...) removed: they are never part of a text."""
-    return "" if is_missing(value) else " ".join(CONTROL_CHARACTERS.sub("", str(value)).split())
+    characters (NUL, escape codes...) removed: they are never part of a text. The serving
+    runtimes' own clean_text, so a deployed model is sent text cleaned as its training text was."""
+    return "" if is_missing(value) else serving_clean_text(str(value))
 
 
 def not_text(value: Any, role: str) -> Optional[Bad]:

@@ -181,6 +181,20 @@ def test_logits_do_not_depend_on_batching_or_padding(package, texts):
         np.testing.assert_allclose(classifier.logits(texts, batch_size=batch_size), alone, atol=1e-5)
 
 
+def test_texts_reach_the_tokenizer_cleaned_as_ingest_cleaned_the_training_texts(package):
+    """Ingest collapses whitespace and drops control characters in every training text; the
+    runtime must tokenize a request the same way (a tokenizer without BERT's normalizer, a
+    byte-level BPE say, would otherwise get tokens for "  " or a tab the model never saw)."""
+    classifier = OnnxClassifier(package)
+    seen: list[str] = []
+    encode_batch = classifier.tokenizer.encode_batch
+    classifier.tokenizer = type("Spy", (), {"encode_batch": lambda self, batch: seen.extend(batch) or encode_batch(batch)})()
+    raw = ["\ufeff great   value\t", "broke\x07 after\r\na day ", "fine"]
+    logits = classifier.logits(raw)
+    assert sorted(seen) == sorted(["great value", "broke after a day", "fine"])
+    np.testing.assert_allclose(logits, OnnxClassifier(package).logits(["great value", "broke after a day", "fine"]), atol=1e-6)
+
+
 def test_batches_are_padded_to_their_longest_text_and_truncated_to_max_length(package, texts):
     classifier = OnnxClassifier(package)
     short = classifier.encode(texts[:3])
