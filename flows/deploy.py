@@ -125,6 +125,9 @@ def check_schedule(cron: str, timezone: str) -> None:
 
     if not timezone.strip():  # Prefect takes "" as "no time zone" and stores it as such
         raise DeployError(f"--timezone {timezone!r}: expected an IANA time zone such as UTC or Europe/Berlin")
+    if len(cron.split()) == 6:  # croniter (Prefect's scheduler) reads a 6th field as seconds, last
+        raise DeployError(f"--cron {cron!r}: 6 fields; Prefect reads the 6th as seconds (not the first, as Quartz "
+                          "does), so this starts a run every second it matches: give 5 fields, e.g. '0 3 * * *'")
     try:
         CronSchedule(cron=cron, timezone=timezone)
     except ValidationError as err:
@@ -150,6 +153,8 @@ def schedule(args: argparse.Namespace):
 
     if args.every is not None and args.cron is not None:
         raise DeployError("--cron and --every: give one schedule, not both")
+    if args.cron is not None and not args.cron.strip():  # an unset $CRON in a script: not the default
+        raise DeployError(f"--cron {args.cron!r}: empty; give a cron such as '0 3 * * *', or leave --cron out for the default")
     if args.every is not None:
         check_schedule(DEFAULT_CRON, args.timezone)  # the time zone alone
         return Interval(interval(args.every), timezone=args.timezone)
