@@ -176,6 +176,18 @@ def test_a_workspace_path_that_is_a_file_is_one_line(tmp_path: Path):
     assert done.stderr.strip() == f"error: workspace: {tmp_path / 'my.yaml'}: exists and is not a directory"
 
 
+def test_a_params_file_that_does_not_validate_is_said_when_the_workspace_is_made(tmp_path: Path, capsys):
+    mine = tmp_path / "my.yaml"
+    mine.write_text(yaml.safe_dump({**demo_params(), "seed": -1}))
+    workspace.main([str(tmp_path / "ws"), "--params", str(mine)])
+    out, err = capsys.readouterr()
+    assert "workspace ready" in out and (tmp_path / "ws" / "params.yaml").is_file()
+    assert err.startswith("warning: ") and "seed" in err and "no stage will run until it is fixed" in err
+    mine.write_text(yaml.safe_dump(demo_params()))
+    workspace.main([str(tmp_path / "ws"), "--params", str(mine), "--reset-params"])
+    assert "warning" not in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- make run PARAMS=, the flow
 
 
