@@ -25,6 +25,8 @@ import re
 import sys
 from pathlib import Path
 from types import ModuleType
+
+import yaml
 from typing import Any, Optional
 from collections.abc import Sequence
 
@@ -123,7 +125,45 @@ def input_problems(params: Params) -> list[str]:
     return [f"data.{domain}.path: {problem}" for domain, problem in problems if problem]
 
 
+# ---------------------------------------------------------------- check: the keys DVC reads
+
+
+DVC_FILE = Path("dvc.yaml")
+
+
+def has_key(tree: Any, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
+
+
+def missing_stage_params(params_file: Path, dvc_file: Path = DVC_FILE) -> Optional[str]:
+    """The params that dvc.yaml's stages list and the params file leaves out, or None. The schema
+    fills them with defaults for the stages, but DVC reads the file itself: `dvc repro` stops at
+    the first stage listing one (export lists evaluate.generation: after every training stage
+    ran), and `dvc exp run -S KEY=...` cannot set one. Only in a DVC workspace (dvc.yaml here)."""
+    if not dvc_file.is_file():
+        return None
+    stages = (yaml.safe_load(dvc_file.read_text(encoding="utf-8")) or {}).get("stages") or {}
+    raw = yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}
+    missing: dict[str, list[str]] = {}
+    for name, stage in stages.items():
+        for key in (stage or {}).get("params") or []:
+            if isinstance(key, str) and not has_key(raw, key):
+                missing.setdefault(key, []).append(name)
+    if not missing:
+        return None
+    keys = ", ".join(f"{key} ({', '.join(names)})" for key, names in missing.items())
+    return (f"{params_file}: missing {keys}: {dvc_file}'s stages depend on these keys and DVC reads them from the "
+            f"file itself; copy them from the repository's params.yaml (cp params.yaml my.yaml, then edit)")
+
+
 def check(params: Params, inputs: bool) -> str:
+    missing = missing_stage_params(params_path())
+    if missing:
+        raise ParamsError(missing)
     problems = input_problems(params) if inputs else []
     if problems:
         raise DataError("; ".join(problems))

@@ -32,6 +32,9 @@ from tasks.params import Params
 ROWS_FILE = "target_test.jsonl"
 META_FILE = "decision_set.json"
 RESET = "python -m tasks decision-set --reset"
+# DVC refuses a plain `dvc checkout` over a modified output ("Can't remove the following unsaved
+# files without confirmation. Use `--force`"): restoring an edited set needs --force.
+RESTORE = "dvc checkout --force data/decision_set"
 
 
 @dataclass
@@ -64,11 +67,11 @@ def load(paths: Paths) -> Optional[DecisionSet]:
     recorded = json.loads(meta_file.read_text()).get("sha256") if meta_file.exists() else None
     if recorded != digest:
         raise DataError(f"{rows_file}: the frozen decision set was changed by hand (sha256 {digest[:12]}, "
-                        f"recorded {str(recorded)[:12]}); restore it (dvc checkout) or draw a new one: {RESET}")
+                        f"recorded {str(recorded)[:12]}); restore it ({RESTORE}) or draw a new one: {RESET}")
     try:
         rows = read_jsonl(rows_file)
     except ValueError as err:
-        raise DataError(f"{rows_file}: not valid JSON lines ({err}); restore it (dvc checkout) or {RESET}") from None
+        raise DataError(f"{rows_file}: not valid JSON lines ({err}); restore it ({RESTORE}) or {RESET}") from None
     return DecisionSet(rows, digest, created=False)
 
 

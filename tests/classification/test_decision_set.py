@@ -95,8 +95,10 @@ def test_an_edited_set_is_refused(inputs, workspace):
     run(make_params(source, target), workspace)
     rows_file = workspace.decision_set / decision_set.ROWS_FILE
     rows_file.write_text(rows_file.read_text().replace("good", "great", 1))
-    with pytest.raises(DataError, match="changed by hand"):
+    with pytest.raises(DataError, match="changed by hand") as refused:
         run(make_params(source, target), workspace)
+    # the way back it names is one DVC accepts over a modified output (plain `dvc checkout` asks for --force)
+    assert "restore it (dvc checkout --force data/decision_set)" in str(refused.value)
     assert "(an edited or unreadable set removed)" in decision_set.reset(workspace)  # the way out works on it
     assert run(make_params(source, target), workspace)["target"]["decision_set"]["frozen"] == "drawn by this run"
 

@@ -90,6 +90,26 @@ def test_check_inputs_cli_is_one_line(tmp_path: Path, movie_file: Path, amazon_f
     assert done.returncode == 0 and "ok, inputs found" in done.stdout, done.stderr
 
 
+def test_check_names_a_key_dvc_yaml_lists_that_the_params_file_leaves_out(tmp_path: Path, movie_file: Path,
+                                                                           amazon_file: Path):
+    """The schema fills a left-out key with its default, but DVC reads params.yaml itself: a file
+    without evaluate.generation (translation's, listed by export) trained every stage and then
+    failed at export with `Parameters 'evaluate.generation' are missing`. In a workspace (dvc.yaml
+    there) the check the flow runs before DVC names it instead."""
+    params = demo_params(**{"data.source.path": str(movie_file), "data.target.path": str(amazon_file)})
+    del params["evaluate"]["generation"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert check_inputs(tmp_path).returncode == 0  # no dvc.yaml: not a workspace, nothing for DVC to read
+    (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    done = check_inputs(tmp_path)
+    assert done.returncode == 1 and done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: check: params.yaml: missing evaluate.generation (export): "), line
+    params["evaluate"]["generation"] = {"num_beams": 5, "max_new_tokens": 128}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert check_inputs(tmp_path).returncode == 0
+
+
 # ---------------------------------------------------------------- the workspace's links
 
 
