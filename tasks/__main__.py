@@ -25,10 +25,10 @@ import re
 import sys
 from pathlib import Path
 from types import ModuleType
-
-import yaml
 from typing import Any, Optional
 from collections.abc import Sequence
+
+import yaml
 
 from tasks.common import prepared
 from tasks.common.errors import DataError, ParamsError, user_errors
