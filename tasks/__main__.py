@@ -179,11 +179,15 @@ def stage_of(argv: Sequence[str]) -> str:
     return argv[0]
 
 
+def given(argv: Sequence[str]) -> str:
+    return repr(" ".join(argv)) if argv else "no options"
+
+
 def challenge_options(argv: Sequence[str]) -> dict[str, str]:
     """`--champion DIR [--name NAME]` after `challenge`, as {"--champion": DIR, "--name": NAME}."""
     pairs = dict(zip(argv[0::2], argv[1::2]))
     if len(argv) % 2 or "--champion" not in pairs or set(pairs) - {"--champion", "--name"}:
-        raise ParamsError(f"{CHALLENGE} {' '.join(argv)}: {USAGE}")
+        raise ParamsError(f"expected --champion DIR [--name NAME], got {given(argv)}; {USAGE}")
     return pairs
 
 
@@ -201,7 +205,7 @@ def run_decision_set(argv: Sequence[str]) -> str:
     from tasks.common import decision_set
 
     if argv not in ([], ["--reset"]):
-        raise ParamsError(f"{DECISION_SET} {' '.join(argv)}: {USAGE}")
+        raise ParamsError(f"expected no option or --reset, got {given(argv)}; {USAGE}")
     return decision_set.reset(Paths()) if argv else decision_set.describe(Paths())
 
 

@@ -66,6 +66,20 @@ def test_a_champion_with_other_labels_is_refused_in_one_line(exported_copy, cham
         challenge.run(export_params(), exported_copy, champion)
 
 
+@pytest.mark.parametrize("argv, expected", [
+    (["challenge"], "error: challenge: expected --champion DIR [--name NAME], got no options; usage: python -m tasks"),
+    (["challenge", "--champ", "x"], "error: challenge: expected --champion DIR [--name NAME], got '--champ x'; usage:"),
+    (["decision-set", "--rest"], "error: decision-set: expected no option or --reset, got '--rest'; usage:"),
+])
+def test_bad_options_say_what_was_expected_and_what_came(capsys, argv, expected):
+    from tasks.__main__ import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 1 and err.startswith(expected) and err.count("\n") == 1
+
+
 def test_the_command_prints_the_decision_and_names_a_missing_champion(exported_copy, champion):
     (exported_copy.root / "params.yaml").write_text(yaml.safe_dump(export_params().model_dump(mode="json")))
     run = lambda *args: subprocess.run([sys.executable, "-m", "tasks", "challenge", *args], cwd=exported_copy.root,  # noqa: E731
