@@ -159,5 +159,8 @@ def summary(report: dict) -> str:
         quarantined = d["quarantined"]["total"]
         flagged = d["long_records"]["total"]
         note = f", {flagged} long records flagged" if flagged else ""
+        undecodable = d["quarantined"].get("by_reason", {}).get("undecodable", 0)
+        if undecodable:  # a whole file in latin-1 or cp1252 ingests with most of its rows lost: say why
+            note += f", {undecodable} of them not UTF-8: re-save the file as UTF-8 (rows in {report['quarantine_file']})"
         parts.append(f"{name} {d['kept']} kept of {d['rows_read']} (train/val/test {sizes}, quarantined {quarantined}{note})")
     return "ingest: " + "; ".join(parts)

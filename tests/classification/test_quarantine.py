@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.common.io import read_jsonl
+from tasks.common.prepared import summary
 from tests.classification.conftest import balanced_rows, rows_accounted, spec
 
 HEADER = b"id\tscore\ttext\r\n"
@@ -68,6 +69,13 @@ def test_counts_add_up(messy_report):
     assert report["conflicting_duplicates"] == 2
     assert report["kept"] == 20
     assert rows_accounted(report) == report["rows_read"]
+
+
+def test_the_summary_line_says_to_re_save_a_file_that_is_not_utf8(messy_report):
+    line = summary(messy_report)
+    assert f"quarantined {len(BAD_LINES)}, 1 of them not UTF-8: re-save the file as UTF-8 (rows in " in line
+    assert "not UTF-8" not in summary({**messy_report, "source": {**messy_report["source"], "quarantined": {
+        "total": 0, "by_reason": dict.fromkeys(messy_report["source"]["quarantined"]["by_reason"], 0)}}})
 
 
 def test_jsonl_bad_lines_and_unknown_labels(tmp_path, ingest, workspace):
