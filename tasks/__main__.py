@@ -35,7 +35,7 @@ from tasks.common.errors import DataError, ParamsError, user_errors
 from tasks.common.io import remove_stale_temps
 from tasks.common.paths import DOMAINS, Paths
 from tasks.common.sources import is_url
-from tasks.params import Params, SourceSpec, load_params, params_path
+from tasks.params import Params, SourceSpec, load_params, load_raw, params_path
 
 STAGES = ("ingest", "tokenize", "pretrain", "finetune", "evaluate", "export")
 CHECK = "check"
@@ -147,7 +147,7 @@ def missing_stage_params(params_file: Path, dvc_file: Path = DVC_FILE) -> Option
     if not dvc_file.is_file():
         return None
     stages = (yaml.safe_load(dvc_file.read_text(encoding="utf-8")) or {}).get("stages") or {}
-    raw = yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}
+    raw = load_raw(params_file) or {}
     missing: dict[str, list[str]] = {}
     for name, stage in stages.items():
         for key in (stage or {}).get("params") or []:

@@ -16,7 +16,10 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+    model_validator,
+)
 
 from tasks.common.errors import ParamsError, user_errors
 
@@ -59,8 +62,15 @@ def label_texts(value: Any) -> Any:
     return value
 
 
-# A list of class names, as task.labels and data.<domain>.labels take them.
-LabelList = Annotated[list[str], BeforeValidator(label_texts)]
+def unique_labels(value: list[str]) -> list[str]:
+    repeated = sorted({label for label in value if value.count(label) > 1})
+    if repeated:  # the error line adds the list itself ("(got [...])")
+        raise ValueError(f"labels must be unique; repeated: {repeated}")
+    return value
+
+
+# A list of class names, as task.labels and data.<domain>.labels take them: texts, each once.
+LabelList = Annotated[list[str], BeforeValidator(label_texts), AfterValidator(unique_labels)]
 
 
 class ClassificationTask(Strict):
@@ -69,12 +79,6 @@ class ClassificationTask(Strict):
     kind: Literal["classification"] = "classification"
     # Class names, in the order of the model's output logits.
     labels: LabelList = Field(default_factory=lambda: ["negative", "positive"], min_length=2)
-
-    @model_validator(mode="after")
-    def _unique_labels(self) -> ClassificationTask:
-        if len(set(self.labels)) != len(self.labels):
-            raise ValueError(f"labels must be unique, got {self.labels}")
-        return self
 
 
 class TranslationTask(Strict):
@@ -212,13 +216,6 @@ class SourceSpec(Strict):
         if self.path.startswith(("http://", "https://")) and not self.sha256:
             raise ValueError(f"a URL source needs sha256 to pin its content: {self.path!r}")
         return self
-
-    @field_validator("labels")
-    @classmethod
-    def _unique_labels(cls, value: Optional[list[str]]) -> Optional[list[str]]:
-        if value is not None and len(set(value)) != len(value):
-            raise ValueError(f"labels must be unique, got {value}")
-        return value
 
 
 class SplitParams(Strict):
@@ -669,16 +666,20 @@ def yaml_problem(err: yaml.YAMLError, text: str) -> str:
     return where + "not valid YAML" + (f" ({problem})" if problem else "")
 
 
-def load_params(path: Path | None = None) -> Params:
-    path = path or params_path()
+def load_raw(path: Path) -> Any:
+    """A params file as the YAML it holds, before the schema: one line for what cannot be read."""
     text = read_text(path)
     try:
-        raw = yaml.load(text, Loader=ParamsLoader)  # ParamsLoader is a SafeLoader
+        return yaml.load(text, Loader=ParamsLoader)  # ParamsLoader is a SafeLoader
     except yaml.YAMLError as err:
         raise ParamsError(one_line(f"{path}: {yaml_problem(err, text)}")) from None
     except RecursionError:
         raise ParamsError(f"{path}: not valid YAML (nested too deeply)") from None
-    return parse_params(raw, str(path))
+
+
+def load_params(path: Path | None = None) -> Params:
+    path = path or params_path()
+    return parse_params(load_raw(path), str(path))
 
 
 def main(argv: list[str] | None = None) -> None:
