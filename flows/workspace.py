@@ -92,8 +92,9 @@ def link_inputs(root: Path) -> None:
     """Link each relative input of the workspace's params.yaml that only the repository has."""
     try:
         params = load_params(root / "params.yaml")
-    except ParamsError:
-        return  # the flow's first check reports it, naming the field
+    except ParamsError as err:  # the workspace is made either way (its params.yaml is there to edit)
+        print(f"warning: {err}: no stage will run until it is fixed", file=sys.stderr)
+        return
     for spec in (params.data.source, params.data.target):
         for relative in input_files(spec):
             found = REPO / relative
@@ -169,16 +170,6 @@ def main(argv: list[str] | None = None) -> None:
     with user_errors("workspace"):
         root = create(args.root.resolve(), args.params, args.reset_params)
         print(f"workspace ready: {root} (params {root / 'params.yaml'})")
-        warn_on_invalid_params(root / "params.yaml")
-
-
-def warn_on_invalid_params(params_file: Path) -> None:
-    """The workspace is made either way (its params.yaml is there to edit), but a params file
-    that does not validate is said at once, not first when a run stops on it."""
-    try:
-        load_params(params_file)
-    except ParamsError as err:
-        print(f"warning: {err}: no stage will run until it is fixed", file=sys.stderr)
 
 
 if __name__ == "__main__":
