@@ -61,7 +61,11 @@ def f1_of(rows: list[dict], predicted: list[int], labels: list[str]) -> float:
 
 def macro_f1(model, tokenizer, p: Params, paths: Paths, split: str = "test") -> float:
     """The model's macro-F1 on one of the target's prepared splits."""
-    rows = prepared_split(paths, "target", split)
+    return rows_f1(model, tokenizer, p, prepared_split(paths, "target", split))
+
+
+def rows_f1(model, tokenizer, p: Params, rows: list[dict]) -> float:
+    """The model's macro-F1 on prepared `rows` ({"text", "label"})."""
     logits = predict(model, tokenizer, [r["text"] for r in rows], p.evaluate.batch_size, p.tokenize.max_length,
                      pick_device(p.device))
     return f1_of(rows, logits.argmax(-1).tolist(), p.task.labels)

@@ -26,7 +26,12 @@ setting and shared by the variants that only change fine-tuning):
   self-training-2 the same, two rounds (the second round's model labels again)
 
 Usage:  .venv/bin/python -m bench.transfer_levers [--budgets 200 all] [--seeds 1] [--all-seeds 1]
-                                                  [--variants default lora ...]
+                                                  [--variants default lora ...] [--alphas 1 0.8]
+Below all labels each model is also scored on the "rest": the target train rows its budget left
+out (1,883 at 200 labels, against val's 297), a selection set six times val's size that neither
+training nor checkpoint selection saw (their text is read by target-text's MLM phase and by
+self-training, unlabelled). --alphas also scores WiSE-FT interpolations of each fine-tuned model
+with its source classifier (alpha x fine-tuned + (1 - alpha) x source; 1 = the model as trained).
 Ingests and tokenizes the full source and target into a temporary workspace, never the
 repository's own outputs. Writes bench/results/transfer-levers.json (--out) after every model (a long
 run that stops keeps what it measured) and prints a markdown table.
@@ -39,14 +44,17 @@ import copy
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from bench.levers import SENTIMENT, demo_params_raw, macro_f1
+from bench.levers import SENTIMENT, demo_params_raw, rows_f1
+from bench.wise_ft import interpolated
 from tasks.classification import ingest, pretrain, tokenize
-from tasks.classification.model import load_tokenized
-from tasks.classification.train import fine_tune
+from tasks.classification.model import load_classifier, load_tokenized
+from tasks.classification.train import budget_indices, fine_tune
+from tasks.common.prepared import prepared_split
 from tasks.common.paths import Paths
 from tasks.params import Params, parse_params
 
@@ -141,6 +149,25 @@ def require_same_target(paths: Paths, shared: Paths) -> None:
             raise SystemExit(f"bench.transfer_levers: target {split} split differs from the default ingest's ({mine})")
 
 
+def scored_sets(paths: Paths, splits, budget: int | None, seed: int) -> dict[str, list[dict]]:
+    """The prepared rows a model is scored on: val, test and (below all labels) the rest."""
+    sets = {split: prepared_split(paths, "target", split) for split in ("val", "test")}
+    left_out = budget_indices(splits["train"], budget, seed)[1]  # the tokenized split keeps the prepared one's order
+    if left_out:
+        train = prepared_split(paths, "target", "train")
+        sets["rest"] = [train[index] for index in left_out]
+    return sets
+
+
+def wise_scores(model, tokenizer, p: Params, paths: Paths, sets: dict, alphas: list[float]):
+    """(alpha, {set: macro-F1}) for each alpha: the model interpolated with its source classifier."""
+    tuned = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    source = None if alphas == [1.0] else load_classifier(paths.source_model, p.task.labels, pooling=p.model.pooling).state_dict()
+    for alpha in alphas:
+        model.load_state_dict(tuned if alpha == 1.0 else interpolated(tuned, source, alpha))
+        yield alpha, {name: rows_f1(model, tokenizer, p, rows) for name, rows in sets.items()}
+
+
 def save(result: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -154,6 +181,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=OUT, help=f"results file (default {OUT.relative_to(ROOT)})")
     parser.add_argument("--lora-lr", type=float, default=3e-4, help="finetune.learning_rate of the lora variant")
+    parser.add_argument("--alphas", type=float, nargs="+", default=[1.0], help="WiSE-FT alphas scored per model (1: as trained)")
     args = parser.parse_args()
     budgets = [None if b == "all" else int(b) for b in args.budgets]
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "sources": {}, "rows": []}
@@ -180,24 +208,46 @@ def main() -> None:
                     p = variant_params(overrides, index)
                     started = time.perf_counter()
                     model, log = fine_tune(p, paths, splits, tokenizer, budget, f"levers-{variant}-{budget}-{p.seed}")
-                    result["rows"].append({
-                        "variant": variant, "budget": budget or "all", "seed": p.seed, "train_rows": log["train_rows"],
-                        "val_f1_macro": macro_f1(model, tokenizer, p, paths, "val"),
-                        "test_f1_macro": macro_f1(model, tokenizer, p, paths, "test"),
-                        "seconds": time.perf_counter() - started,
-                        **({"self_training": log["self_training"]} if "self_training" in log else {}),
-                    })
-                    print(json.dumps(result["rows"][-1]), flush=True)
+                    seconds = time.perf_counter() - started
+                    sets = scored_sets(paths, splits, budget, p.seed)
+                    for alpha, f1 in wise_scores(model, tokenizer, p, paths, sets, args.alphas):
+                        result["rows"].append({
+                            "variant": variant, "budget": budget or "all", "seed": p.seed, "alpha": alpha,
+                            "train_rows": log["train_rows"], **{f"{name}_f1_macro": value for name, value in f1.items()},
+                            "seconds": seconds, **({"self_training": log["self_training"]} if "self_training" in log else {}),
+                        })
+                        print(json.dumps(result["rows"][-1]), flush=True)
                     save(result, args.out)
     print_table(result["rows"])
+    print_means(result["rows"])
 
 
 def print_table(rows: list[dict]) -> None:
-    print("| variant | labels | seed | val macro-F1 | test macro-F1 | time |")
-    print("|---|---|---|---|---|---|")
+    print("| variant | labels | seed | alpha | val macro-F1 | rest macro-F1 | test macro-F1 | time |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['variant']} | {row['budget']} | {row['seed']} | {row['val_f1_macro']:.3f} | "
-              f"{row['test_f1_macro']:.3f} | {row['seconds']:.0f} s |")
+        rest = f"{row['rest_f1_macro']:.3f}" if "rest_f1_macro" in row else "-"
+        print(f"| {row['variant']} | {row['budget']} | {row['seed']} | {row.get('alpha', 1.0):g} | {row['val_f1_macro']:.3f} | "
+              f"{rest} | {row['test_f1_macro']:.3f} | {row['seconds']:.0f} s |")
+
+
+def print_means(rows: list[dict]) -> None:
+    """Per variant, budget and alpha: the mean over seeds of each score (test: ± sample sd)."""
+    print("| variant | labels | alpha | seeds | val | rest | test |")
+    print("|---|---|---|---|---|---|---|")
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["variant"], str(row["budget"]), row.get("alpha", 1.0)), []).append(row)
+    for (variant, budget, alpha), group in groups.items():
+        test = [row["test_f1_macro"] for row in group]
+        spread = f" ± {statistics.stdev(test):.3f}" if len(test) > 1 else ""
+        print(f"| {variant} | {budget} | {alpha:g} | {len(group)} | {mean_of(group, 'val_f1_macro')} | "
+              f"{mean_of(group, 'rest_f1_macro')} | {mean_of(group, 'test_f1_macro')}{spread} |")
+
+
+def mean_of(rows: list[dict], key: str) -> str:
+    values = [row[key] for row in rows if key in row]
+    return f"{statistics.mean(values):.3f}" if values else "-"
 
 
 if __name__ == "__main__":

@@ -31,11 +31,17 @@ def budget_subset(train_split: Dataset, budget: int | None, seed: int) -> Datase
 
 def budget_split(train_split: Dataset, budget: int | None, seed: int) -> tuple[Dataset, Dataset]:
     """The `budget` rows (stratified by label, seeded) and the rest, each in the split's order."""
+    keep, rest = budget_indices(train_split, budget, seed)
+    return train_split.select(keep), train_split.select(rest)
+
+
+def budget_indices(train_split: Dataset, budget: int | None, seed: int) -> tuple[list[int], list[int]]:
+    """budget_split's two parts as sorted row indices of `train_split`."""
     if budget is None or budget >= len(train_split):
-        return train_split, train_split.select([])
+        return list(range(len(train_split))), []
     labels = train_split["labels"]
     keep, rest = train_test_split(np.arange(len(labels)), train_size=budget, stratify=labels, random_state=seed)
-    return train_split.select(sorted(keep)), train_split.select(sorted(rest))
+    return sorted(keep.tolist()), sorted(rest.tolist())
 
 
 def encoder_of(model: PreTrainedModel) -> torch.nn.Module:
