@@ -50,10 +50,9 @@ import time
 from pathlib import Path
 
 from bench.levers import SENTIMENT, demo_params_raw, rows_f1
-from bench.wise_ft import interpolated
 from tasks.classification import ingest, pretrain, tokenize
 from tasks.classification.model import load_classifier, load_tokenized
-from tasks.classification.train import budget_indices, fine_tune
+from tasks.classification.train import budget_indices, fine_tune, interpolated
 from tasks.common.prepared import prepared_split
 from tasks.common.paths import Paths
 from tasks.params import Params, parse_params

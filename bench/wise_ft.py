@@ -24,7 +24,7 @@ import numpy as np
 from tasks.classification.evaluate import model_predictions
 from tasks.classification.metrics import classification_metrics
 from tasks.classification.model import has_classifier_head, load_classifier, load_tokenized, model_labels
-from tasks.classification.train import fine_tune
+from tasks.classification.train import fine_tune, interpolated
 from tasks.common.paths import Paths
 from tasks.common.prepared import prepared_split
 from tasks.params import load_params
@@ -35,12 +35,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def scored_split(paths: Paths, split: str, labels: list[str]) -> tuple[list[str], np.ndarray]:
     rows = prepared_split(paths, "target", split)
     return [row["text"] for row in rows], np.array([labels.index(row["label"]) for row in rows])
-
-
-def interpolated(tuned: dict, source: dict, alpha: float) -> dict:
-    """alpha * tuned + (1 - alpha) * source, float tensors only (position ids and the like stay)."""
-    return {key: alpha * value + (1 - alpha) * source[key] if value.is_floating_point() else value
-            for key, value in tuned.items()}
 
 
 def wise_ft(workspace: Path, budget: int | None, seeds: int, alphas: list[float]) -> list[dict]:

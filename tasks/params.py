@@ -346,6 +346,10 @@ class FinetuneParams(TrainParams):
     llrd_decay: float = Field(0.8, gt=0.0, le=1.0)  # llrd: lr multiplier per layer going down
     target_budget: Optional[int] = Field(None, ge=2, le=MAX_ROWS)  # labelled target examples used; None = all
     self_training: SelfTrainingParams = SelfTrainingParams()  # classification: pseudo-labels for the rows left out
+    # classification, WiSE-FT (Wortsman et al. 2022): the saved model is wise_alpha x the fine-tuned
+    # weights + (1 - wise_alpha) x those of the source classifier it started from (1: off; only
+    # when the source head is reused, i.e. the source was trained on task.labels)
+    wise_alpha: float = Field(1.0, ge=0.0, le=1.0)
 
 
 class TargetOnlyParams(TrainParams):
@@ -488,6 +492,8 @@ class Params(Strict):
                 raise ValueError("model.pooling: a classification setting; translation reads its decoder")
             if self.finetune.self_training.rounds:
                 raise ValueError("finetune.self_training: pseudo-labels are for classification; set rounds: 0 for translation")
+            if self.finetune.wise_alpha != 1.0:
+                raise ValueError("finetune.wise_alpha: mixing with the source classifier is for classification; set 1.0 for translation")
             self._positions_fit()
         else:
             self._classification_fits()

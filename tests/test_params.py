@@ -164,6 +164,7 @@ def test_translation_needs_languages_on_both_pairs():
         ({"pretrain": {"mode": "mlm"}}, "mlm", "pretrain.mode"),
         ({"evaluate": {"baselines": ["vader"]}}, "vader", "evaluate.baselines"),
         ({"finetune": {"self_training": {"rounds": 1}}}, "classification", "finetune.self_training"),
+        ({"finetune": {"wise_alpha": 0.8}}, "classification", "finetune.wise_alpha"),
     ],
 )
 def test_translation_refuses_classification_only_choices(section, value, named):
@@ -174,6 +175,11 @@ def test_translation_refuses_classification_only_choices(section, value, named):
 def test_self_training_confidence_is_a_probability():
     assert "finetune.self_training.min_confidence" in error_of({"data": DATA, "finetune": {"self_training": {"min_confidence": 1.5}}})
     assert "finetune.self_training.rounds" in error_of({"data": DATA, "finetune": {"self_training": {"rounds": -1}}})
+
+
+def test_wise_alpha_is_a_mixing_weight():
+    assert "finetune.wise_alpha" in error_of({"data": DATA, "finetune": {"wise_alpha": 1.5}})
+    assert "finetune.wise_alpha" in error_of({"data": DATA, "finetune": {"wise_alpha": -0.1}})
 
 
 def test_freeze_encoder_is_refused_for_classification():

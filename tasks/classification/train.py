@@ -13,7 +13,7 @@ from sklearn.model_selection import train_test_split
 from transformers import PreTrainedModel
 
 from tasks.classification.metrics import trainer_metrics
-from tasks.classification.self_training import pseudo_labelled, round_name
+from tasks.classification.self_training import class_probabilities, pseudo_labelled, round_name
 from tasks.classification.model import collated_batches, head_handoff, head_input, load_classifier, new_classifier, reset_head
 from tasks.common.errors import PipelineError
 from tasks.common.paths import Paths
@@ -185,8 +185,38 @@ def fine_tune(p: Params, paths: Paths, splits, tokenizer, budget: int | None, na
         model, result = self_train(model, p, paths, splits, tokenizer, labelled, unlabelled, run)
     elif ft.self_training.rounds:
         result["self_training"] = {"skipped": "every target train row is labelled (target_budget: all): none to pseudo-label"}
+    result.update(weight_ensembled(model, p, paths, splits["val"], tokenizer))
     result.update(strategy=ft.strategy, target_budget=budget, learning_rate=ft.learning_rate, seed=p.seed)
     return model, result
+
+
+def interpolated(tuned: dict, source: dict, alpha: float) -> dict:
+    """alpha x tuned + (1 - alpha) x source, tensor by tensor (integer buffers such as position ids stay)."""
+    return {key: alpha * value + (1 - alpha) * source[key].to(value.device, value.dtype) if value.is_floating_point() else value
+            for key, value in tuned.items()}
+
+
+def weight_ensembled(model: PreTrainedModel, p: Params, paths: Paths, val: Dataset, tokenizer) -> dict:
+    """finetune.wise_alpha < 1 (WiSE-FT): `model`'s weights mixed in place with those of the source
+    classifier it was fine-tuned from. Only when that head was reused (same labels): a fresh head
+    has no source counterpart to mix with. What finetune.json reports of it, with val macro-F1
+    before and after (the run's "val" is the fine-tuned model's, before)."""
+    alpha = p.finetune.wise_alpha
+    if alpha == 1.0:
+        return {}
+    fresh, why = head_handoff(paths.source_model, p.task.labels)
+    if fresh:
+        return {"wise_ft": {"skipped": f"{why}: no source classifier of task.labels to mix with"}}
+    before = val_f1_macro(model, val, tokenizer, p.evaluate.batch_size)
+    source = load_classifier(paths.source_model, p.task.labels, pooling=p.model.pooling).state_dict()
+    model.load_state_dict(interpolated(model.state_dict(), source, alpha))
+    return {"wise_ft": {"alpha": alpha, "val_f1_macro_fine_tuned": before,
+                        "val_f1_macro": val_f1_macro(model, val, tokenizer, p.evaluate.batch_size)}}
+
+
+def val_f1_macro(model: PreTrainedModel, val: Dataset, tokenizer, batch_size: int) -> float:
+    predictions = class_probabilities(model, val, tokenizer, batch_size)
+    return trainer_metrics((predictions, np.asarray(val["labels"])))["f1_macro"]
 
 
 def self_train(model: PreTrainedModel, p: Params, paths: Paths, splits, tokenizer, labelled: Dataset, unlabelled: Dataset,

@@ -296,6 +296,32 @@ def test_source_labels_other_than_task_labels_get_a_fresh_head(workspace, params
     assert not torch.allclose(target.classifier.weight, source.classifier.weight, atol=1e-3)
 
 
+def test_interpolated_mixes_float_tensors_and_keeps_integer_buffers():
+    tuned = {"w": torch.tensor([1.0, 3.0]), "ids": torch.tensor([0, 1])}
+    source = {"w": torch.tensor([3.0, 7.0]), "ids": torch.tensor([5, 6])}
+    mixed = train.interpolated(tuned, source, 0.75)
+    assert torch.equal(mixed["w"], torch.tensor([1.5, 4.0])) and torch.equal(mixed["ids"], tuned["ids"])
+
+
+def test_wise_alpha_mixes_the_saved_model_with_the_source_classifier(workspace, params):
+    """wise_alpha 0 keeps none of the fine-tune: the saved weights are the source classifier's,
+    and finetune.json reports val before and after the mix."""
+    source = load_source(workspace)
+    result = finetune.run(params(**{"finetune.wise_alpha": 0.0}), workspace)
+    assert same(snapshot(load_target(workspace), ""), snapshot(source, ""))
+    report = read_json(workspace.target_model / "finetune.json")["wise_ft"]
+    assert report == result["wise_ft"] and report["alpha"] == 0.0
+    assert 0.0 <= report["val_f1_macro"] <= 1.0 and 0.0 <= report["val_f1_macro_fine_tuned"] <= 1.0
+
+
+def test_wise_alpha_is_skipped_with_a_note_when_the_head_is_fresh(workspace, params):
+    relabel(workspace.source_model, ["neg", "pos"])
+    source = load_source(workspace)
+    result = finetune.run(params(**{"finetune.wise_alpha": 0.0}), workspace)
+    assert result["wise_ft"]["skipped"].startswith("fresh head: source labels")
+    assert not same(snapshot(load_target(workspace), "bert."), snapshot(source, "bert."))
+
+
 def test_target_model_labels_other_than_task_labels_are_a_handoff_error(workspace, params):
     p = params(**{"evaluate.baselines": []})
     finetune.run(p, workspace)
