@@ -20,6 +20,8 @@ setting and shared by the variants that only change fine-tuning):
                   tweets, NYT editorials: 16,372 rows kept, 11,460 to train, against the movies'
                   10,069 and 7,048), same label rule; its own ingest (the target's splits are
                   checked to be the same)
+  multi-source+target-text  both: the three-domain source, its MLM phase also reading the target's
+                  train texts
   self-training   finetune.self_training, one round: the fine-tuned model labels the target train
                   rows the budget left out; those it predicts with p >= 0.9 join the labelled ones
                   and the source model is fine-tuned again (a budget below all labels only)
@@ -71,6 +73,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "source-4ep": {"pretrain.epochs": 4.0},
     "target-text": {"pretrain.mlm_text": "source+target"},
     "multi-source": {"data.source.path": "@multi-source"},
+    "multi-source+target-text": {"data.source.path": "@multi-source", "pretrain.mlm_text": "source+target"},
     "self-training": {"finetune.self_training": {"rounds": 1, "min_confidence": 0.9}},
     "self-training-2": {"finetune.self_training": {"rounds": 2, "min_confidence": 0.9}},
 }
