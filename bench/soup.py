@@ -21,15 +21,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.wise_ft import scored_split
 from tasks.classification.metrics import classification_metrics
 from tasks.classification.model import load_tokenized, predict
 from tasks.classification.train import budget_split, fine_tune_on, run_identity
 from tasks.common.paths import Paths
+from tasks.common.prepared import prepared_split
 from tasks.common.training import fingerprint_of, pick_device
 from tasks.params import load_params
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def scored_split(paths: Paths, split: str, labels: list[str]) -> tuple[list[str], np.ndarray]:
+    """A target split's texts and label ids (the ensemble needs the members' logits, not only F1)."""
+    rows = prepared_split(paths, "target", split)
+    return [row["text"] for row in rows], np.array([labels.index(row["label"]) for row in rows])
 
 
 def uniform_soup(states: list[dict]) -> dict:

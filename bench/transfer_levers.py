@@ -53,8 +53,8 @@ from pathlib import Path
 
 from bench.levers import SENTIMENT, demo_params_raw, rows_f1
 from tasks.classification import ingest, pretrain, tokenize
-from tasks.classification.model import load_classifier, load_tokenized
-from tasks.classification.train import budget_indices, fine_tune, interpolated
+from tasks.classification.model import load_tokenized
+from tasks.classification.train import budget_indices, fine_tune, interpolated, source_classifier_weights
 from tasks.common.prepared import prepared_split
 from tasks.common.paths import Paths
 from tasks.params import Params, parse_params
@@ -164,7 +164,7 @@ def scored_sets(paths: Paths, splits, budget: int | None, seed: int) -> dict[str
 def wise_scores(model, tokenizer, p: Params, paths: Paths, sets: dict, alphas: list[float]):
     """(alpha, {set: macro-F1}) for each alpha: the model interpolated with its source classifier."""
     tuned = {key: value.detach().clone() for key, value in model.state_dict().items()}
-    source = None if alphas == [1.0] else load_classifier(paths.source_model, p.task.labels, pooling=p.model.pooling).state_dict()
+    source = None if alphas == [1.0] else source_classifier_weights(p, paths)
     for alpha in alphas:
         model.load_state_dict(tuned if alpha == 1.0 else interpolated(tuned, source, alpha))
         yield alpha, {name: rows_f1(model, tokenizer, p, rows) for name, rows in sets.items()}

@@ -21,20 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.classification.evaluate import model_predictions
-from tasks.classification.metrics import classification_metrics
-from tasks.classification.model import has_classifier_head, load_classifier, load_tokenized, model_labels
-from tasks.classification.train import fine_tune, interpolated
+from bench.transfer_levers import wise_scores
+from tasks.classification.model import has_classifier_head, load_tokenized, model_labels
+from tasks.classification.train import fine_tune
 from tasks.common.paths import Paths
 from tasks.common.prepared import prepared_split
 from tasks.params import load_params
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def scored_split(paths: Paths, split: str, labels: list[str]) -> tuple[list[str], np.ndarray]:
-    rows = prepared_split(paths, "target", split)
-    return [row["text"] for row in rows], np.array([labels.index(row["label"]) for row in rows])
 
 
 def wise_ft(workspace: Path, budget: int | None, seeds: int, alphas: list[float]) -> list[dict]:
@@ -44,17 +38,12 @@ def wise_ft(workspace: Path, budget: int | None, seeds: int, alphas: list[float]
     if not has_classifier_head(paths.source_model) or model_labels(paths.source_model) != labels:
         raise SystemExit(f"{paths.source_model}: no classifier of task.labels to interpolate with (pretrain.mode mlm?)")
     splits, tokenizer = load_tokenized(paths, "target")
-    scored = {split: scored_split(paths, split, labels) for split in ("val", "test")}
+    scored = {split: prepared_split(paths, "target", split) for split in ("val", "test")}
     rows = []
     for seed in range(base.seed, base.seed + seeds):
         p = base.model_copy(update={"seed": seed})
         model, _ = fine_tune(p, paths, splits, tokenizer, budget, f"wise-{budget or 'all'}-s{seed}")
-        tuned = {key: value.detach().clone() for key, value in model.state_dict().items()}
-        source = load_classifier(paths.source_model, labels, pooling=p.model.pooling).state_dict()
-        for alpha in alphas:
-            model.load_state_dict(interpolated(tuned, source, alpha))
-            f1 = {split: classification_metrics(truth, model_predictions(model, tokenizer, texts, p), labels)["f1_macro"]
-                  for split, (texts, truth) in scored.items()}
+        for alpha, f1 in wise_scores(model, tokenizer, p, paths, scored, alphas):
             rows.append({"budget": budget or "all", "seed": seed, "alpha": alpha, **f1})
             print(json.dumps(rows[-1]), flush=True)
     return rows

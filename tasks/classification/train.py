@@ -185,7 +185,7 @@ def fine_tune(p: Params, paths: Paths, splits, tokenizer, budget: int | None, na
         model, result = self_train(model, p, paths, splits, tokenizer, labelled, unlabelled, run)
     elif ft.self_training.rounds:
         result["self_training"] = {"skipped": "every target train row is labelled (target_budget: all): none to pseudo-label"}
-    result.update(weight_ensembled(model, p, paths, splits["val"], tokenizer))
+    result.update(weight_ensembled(model, p, paths, splits["val"], tokenizer, result.get("val")))
     result.update(strategy=ft.strategy, target_budget=budget, learning_rate=ft.learning_rate, seed=p.seed)
     return model, result
 
@@ -196,20 +196,25 @@ def interpolated(tuned: dict, source: dict, alpha: float) -> dict:
             for key, value in tuned.items()}
 
 
-def weight_ensembled(model: PreTrainedModel, p: Params, paths: Paths, val: Dataset, tokenizer) -> dict:
+def source_classifier_weights(p: Params, paths: Paths) -> dict:
+    """The state dict of models/source as a classifier of task.labels (what WiSE-FT mixes with)."""
+    return load_classifier(paths.source_model, p.task.labels, pooling=p.model.pooling).state_dict()
+
+
+def weight_ensembled(model: PreTrainedModel, p: Params, paths: Paths, val: Dataset, tokenizer, evaluated: dict | None) -> dict:
     """finetune.wise_alpha < 1 (WiSE-FT): `model`'s weights mixed in place with those of the source
     classifier it was fine-tuned from. Only when that head was reused (same labels): a fresh head
     has no source counterpart to mix with. What finetune.json reports of it, with val macro-F1
-    before and after (the run's "val" is the fine-tuned model's, before)."""
+    before (the run's final evaluation, `evaluated`, when it trained; the features strategy has
+    none) and after."""
     alpha = p.finetune.wise_alpha
     if alpha == 1.0:
         return {}
     fresh, why = head_handoff(paths.source_model, p.task.labels)
     if fresh:
         return {"wise_ft": {"skipped": f"{why}: no source classifier of task.labels to mix with"}}
-    before = val_f1_macro(model, val, tokenizer, p.evaluate.batch_size)
-    source = load_classifier(paths.source_model, p.task.labels, pooling=p.model.pooling).state_dict()
-    model.load_state_dict(interpolated(model.state_dict(), source, alpha))
+    before = evaluated["eval_f1_macro"] if evaluated else val_f1_macro(model, val, tokenizer, p.evaluate.batch_size)
+    model.load_state_dict(interpolated(model.state_dict(), source_classifier_weights(p, paths), alpha))
     return {"wise_ft": {"alpha": alpha, "val_f1_macro_fine_tuned": before,
                         "val_f1_macro": val_f1_macro(model, val, tokenizer, p.evaluate.batch_size)}}
 
