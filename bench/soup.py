@@ -14,13 +14,13 @@ per seed and a markdown table; writes bench/results/soup-<budget>.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench.wise_ft import budget_of, mean_sd, workspace_parser
 from tasks.classification.metrics import classification_metrics
 from tasks.classification.model import load_tokenized, predict
 from tasks.classification.train import budget_split, fine_tune_on, run_identity
@@ -74,25 +74,19 @@ def soup_row(workspace: Path, budget: int | None, seed: int, members: int) -> di
 
 
 def table(results: list[dict]) -> str:
-    def cell(values: list[float]) -> str:
-        return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
-
     lines = ["| model | val | test |", "|---|---|---|"]
     for kind, pick in (("member 0 (the stage's model)", lambda r: r["members"][0]),
                        ("mean of members", lambda r: {s: np.mean([m[s] for m in r["members"]]) for s in ("val", "test")}),
                        ("uniform soup", lambda r: r["soup"]), ("logit ensemble", lambda r: r["ensemble"])):
-        lines.append(f"| {kind} | {cell([pick(r)['val'] for r in results])} | {cell([pick(r)['test'] for r in results])} |")
+        lines.append(f"| {kind} | {mean_sd([pick(r)['val'] for r in results])} | {mean_sd([pick(r)['test'] for r in results])} |")
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.soup", description=__doc__.split("\n\n")[0])
-    parser.add_argument("workspace", type=Path, help="a classification run whose pretrain stage has run")
-    parser.add_argument("--budget", default="200", help="target labels per seed, or 'all'")
-    parser.add_argument("--seeds", type=int, default=3, help="params.yaml's seed and the next ones (the subsets)")
+    parser = workspace_parser("bench.soup", __doc__)
     parser.add_argument("--members", type=int, default=3, help="fine-tunes per soup")
     args = parser.parse_args()
-    budget = None if args.budget == "all" else int(args.budget)
+    budget = budget_of(args.budget)
     first = load_params(args.workspace / "params.yaml").seed
     results = []
     for seed in range(first, first + args.seeds):

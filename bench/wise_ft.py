@@ -49,24 +49,38 @@ def wise_ft(workspace: Path, budget: int | None, seeds: int, alphas: list[float]
     return rows
 
 
+def mean_sd(values: list[float]) -> str:
+    """'mean ± sample sd' (sd 0 for one value)."""
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
+
+
 def table(rows: list[dict], alphas: list[float]) -> str:
     lines = ["| alpha | val (mean) | test (mean ± sd) |", "|---|---|---|"]
     for alpha in alphas:
         val = [row["val"] for row in rows if row["alpha"] == alpha]
         test = [row["test"] for row in rows if row["alpha"] == alpha]
-        lines.append(f"| {alpha:g} | {np.mean(val):.3f} | {np.mean(test):.3f} ± {np.std(test, ddof=1) if len(test) > 1 else 0:.3f} |")
+        lines.append(f"| {alpha:g} | {np.mean(val):.3f} | {mean_sd(test)} |")
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.wise_ft", description=__doc__.split("\n\n")[0])
+def workspace_parser(module: str, doc: str) -> argparse.ArgumentParser:
+    """The arguments the workspace benches share: WORKSPACE, --budget and --seeds."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
     parser.add_argument("workspace", type=Path, help="a classification run whose pretrain stage has run")
     parser.add_argument("--budget", default="200", help="target labels per seed, or 'all'")
-    parser.add_argument("--seeds", type=int, default=3, help="params.yaml's seed and the next ones")
+    parser.add_argument("--seeds", type=int, default=3, help="params.yaml's seed and the next ones (each its own subset)")
+    return parser
+
+
+def budget_of(text: str) -> int | None:
+    return None if text == "all" else int(text)
+
+
+def main() -> None:
+    parser = workspace_parser("bench.wise_ft", __doc__)
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.5, 0.7, 0.8, 0.9, 1.0])
     args = parser.parse_args()
-    budget = None if args.budget == "all" else int(args.budget)
-    rows = wise_ft(args.workspace, budget, args.seeds, args.alphas)
+    rows = wise_ft(args.workspace, budget_of(args.budget), args.seeds, args.alphas)
     print(table(rows, args.alphas))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"wise_ft-{args.budget}.json").write_text(json.dumps(rows, indent=1))
